@@ -1,0 +1,1 @@
+"""Test-Time Training layers (TTT-Linear, TTT-MLP) and the TTT language model."""
