@@ -49,7 +49,6 @@ FAMILIES: dict[str, Family] = {
             Impl("naive"),
             Impl("dual", reference="naive"),
             Impl("dual_compiled", gpu_only=True, reference="naive"),
-            Impl("triton", gpu_only=True, package="triton", extra="triton", reference="naive"),
         ),
         default_gpu="dual",
         default_cpu="dual",
@@ -112,9 +111,7 @@ def resolve_impl(model_cfg: DictConfig, impl: str | None, device: torch.device |
     on_gpu = torch.device(device).type == "cuda"
     name = impl or (fam.default_gpu if on_gpu else fam.default_cpu)
     if name not in fam.impls:
-        raise UserError(
-            f"unknown impl '{name}' for model '{model_cfg.name}'; known: {', '.join(fam.impls)}"
-        )
+        raise UserError(f"unknown impl '{name}' for model '{model_cfg.name}'; known: {', '.join(fam.impls)}")
     spec = fam.impls[name]
     if spec.gpu_only:
         require_cuda(f"impl '{name}' of model '{model_cfg.name}'")

@@ -31,4 +31,6 @@ def require_cuda(what: str) -> None:
     import torch
 
     if not torch.cuda.is_available():
-        raise UserError(f"{what} runs only on a CUDA GPU, and this machine has none (torch.cuda.is_available() is False)")
+        raise UserError(
+            f"{what} runs only on a CUDA GPU, and this machine has none (torch.cuda.is_available() is False)"
+        )
