@@ -49,6 +49,7 @@ FAMILIES: dict[str, Family] = {
             Impl("naive"),
             Impl("dual", reference="naive"),
             Impl("dual_compiled", gpu_only=True, reference="naive"),
+            Impl("triton", gpu_only=True, package="triton", extra="triton", reference="naive"),
         ),
         default_gpu="dual",
         default_cpu="dual",
@@ -109,7 +110,9 @@ def resolve_impl(model_cfg: DictConfig, impl: str | None, device: torch.device |
     """The implementation to build: the named one (checked against this machine) or the device's default."""
     fam = family_of(model_cfg)
     on_gpu = torch.device(device).type == "cuda"
-    name = impl or (fam.default_gpu if on_gpu else fam.default_cpu)
+    # A model may name its own GPU default (e.g. the fastest kernel its op has); else the family's.
+    gpu_default = model_cfg.get("default_gpu_impl") or fam.default_gpu
+    name = impl or (gpu_default if on_gpu else fam.default_cpu)
     if name not in fam.impls:
         raise UserError(f"unknown impl '{name}' for model '{model_cfg.name}'; known: {', '.join(fam.impls)}")
     spec = fam.impls[name]

@@ -1,0 +1,89 @@
+"""Perplexity vs context length (mode=ppl, metric ppl) and loss vs token index (metric loss_by_token).
+
+Loss by token: the x value is the `token_index` column (the end of the bucket of positions the loss is
+averaged over); rows without it fall back to `ctx` holding the bucket end. One line per model/impl.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from plots import reference
+from plots.figure import FigureResult, skipped
+from plots.lines import draw_series
+from plots.provenance import caption_lines
+from plots.rows import select
+from plots.series import add_series, pivot, points
+from plots.style import MODEL_COLORS, caption, ctx_axis, legend_outside, new_figure, save, ylabel
+
+PPL_METRICS = ["ppl", "perplexity"]
+
+
+def _main(rows: pd.DataFrame) -> pd.DataFrame:
+    # Ablation and sweep variants have their own figures; these compare the default models.
+    return rows[rows["variant"].isna()]
+
+
+def draw_ppl_ctx(rows: pd.DataFrame, out_dir: Path, ref: pd.DataFrame | None = None) -> FigureResult:
+    """Perplexity vs evaluation context length, one line per model/impl (split by size/dataset if several)."""
+    name, title = "ppl_vs_ctx", "Perplexity vs context length (lower is better)"
+    used = add_series(select(_main(rows), "ppl", PPL_METRICS))
+    used = used[used["metric"].isin(PPL_METRICS) | (used["status"] != "ok")]
+    if not (used["status"] == "ok").any():
+        return skipped(name, title, "no rows with mode=ppl, metric ppl")
+    pts = points(used, "ctx")
+    fig, (ax,) = new_figure()
+    notes = draw_series(ax, pts)
+    if reference.overlay_lines(ax, reference.for_figure(ref, name, "ppl"), MODEL_COLORS):
+        notes.append("dashed: the paper's values (plots/paper_reference.csv), not measured here")
+    ctx_axis(ax, list(pts["x"]))
+    ax.set_ylabel("perplexity")
+    ax.set_title(title)
+    legend_outside(fig, [ax])
+    caption(fig, caption_lines(used, notes))
+    return FigureResult(name, title, save(fig, out_dir, name), pivot(pts), notes)
+
+
+def draw_loss_by_token(rows: pd.DataFrame, out_dir: Path, ref: pd.DataFrame | None = None) -> FigureResult:
+    """Loss vs token index inside long sequences (x: token_index, else ctx as the bucket end)."""
+    name, title = "loss_vs_token", "Loss vs token index within a sequence"
+    used = add_series(select(_main(rows), "ppl", ["loss_by_token"]))
+    used = used[used["metric"] == "loss_by_token"]
+    if not (used["status"] == "ok").any():
+        return skipped(name, title, "no rows with mode=ppl, metric loss_by_token")
+    used = used.assign(pos=used["token_index"].fillna(used["ctx"]))
+    pts = points(used, "pos")
+    fig, (ax,) = new_figure()
+    notes = draw_series(ax, pts, spread=False)
+    if reference.overlay_lines(ax, reference.for_figure(ref, name, "loss_by_token"), MODEL_COLORS):
+        notes.append("dashed: the paper's values (plots/paper_reference.csv), not measured here")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("token index (end of bucket, log scale)")
+    ax.xaxis.set_major_formatter(_k_formatter())
+    ax.set_ylabel(ylabel("loss_by_token", next(iter(used["unit"].dropna()), "nats")))
+    ax.set_title(title)
+    legend_outside(fig, [ax])
+    ctxs = sorted({int(c) for c in used["ctx"].dropna()})
+    caption(fig, caption_lines(used, [f"sequence length(s): {', '.join(map(str, ctxs))}"] + notes))
+    return FigureResult(name, title, save(fig, out_dir, name), _coarse(pivot(pts, "{:.4f}")), notes)
+
+
+def _k_formatter():
+    from matplotlib.ticker import FuncFormatter
+
+    from plots.series import fmt_x
+
+    return FuncFormatter(lambda v, _pos: fmt_x(v) if v >= 1 else f"{v:g}")
+
+
+def _coarse(table: pd.DataFrame, max_rows: int = 16) -> pd.DataFrame:
+    """Keep REPORT.md readable: at most `max_rows` evenly spaced token buckets (always the last)."""
+    if len(table) <= max_rows:
+        return table
+    step = -(-len(table) // max_rows)
+    keep = list(range(0, len(table), step))
+    if keep[-1] != len(table) - 1:
+        keep.append(len(table) - 1)
+    return table.iloc[keep]

@@ -1,0 +1,87 @@
+"""Loading result rows: every `results/**/*.csv`, coerced to the schema's types, exact duplicates dropped.
+
+The schema is the one `bench/results.py` writes (DESIGN.md "Rows"). Plotting also reads a few optional
+columns that only some measurements carry; they are listed in `OPTIONAL_COLUMNS` and in plots/README.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+SCHEMA_COLUMNS: list[str] = [
+    "run_id", "time", "git_commit", "model", "impl", "size", "n_params", "mode", "ctx", "batch", "dtype",
+    "metric", "value", "unit", "stat", "spread_lo", "spread_hi", "repeats", "peak_mem_bytes", "status", "error",
+    "device", "gpu_name", "driver", "cuda", "torch", "triton", "jax", "config_hash", "tokens_per_s",
+    "bytes_moved", "frac_hbm", "check_rel_err", "decode_graph",
+]  # fmt: skip
+
+# Columns beyond the schema that individual figures read when rows carry them (absent -> that figure skips).
+OPTIONAL_COLUMNS: list[str] = ["token_index", "mini_batch_size", "variant", "flops", "dataset"]
+
+NUMERIC_COLUMNS: list[str] = [
+    "n_params", "ctx", "batch", "value", "spread_lo", "spread_hi", "repeats", "peak_mem_bytes", "tokens_per_s",
+    "bytes_moved", "frac_hbm", "check_rel_err", "token_index", "mini_batch_size", "flops",
+]  # fmt: skip
+
+# Key of one measured quantity: a row seen twice (e.g. a run copied into results/baselines/) counts once.
+DEDUP_KEY: list[str] = [
+    "run_id", "model", "impl", "size", "mode", "ctx", "batch", "dtype", "metric", "device", "git_commit",
+    "token_index", "mini_batch_size", "variant", "flops", "dataset",
+]  # fmt: skip
+
+
+def result_files(results_dir: Path) -> list[Path]:
+    """Every CSV under `results_dir` (top level and nested), in a stable order."""
+    return sorted(p for p in Path(results_dir).rglob("*.csv") if p.is_file())
+
+
+def normalize(df: pd.DataFrame) -> pd.DataFrame:
+    """Add missing schema/optional columns as empty, coerce numbers, and give every row a status."""
+    df = df.copy()
+    for col in SCHEMA_COLUMNS + OPTIONAL_COLUMNS:
+        if col not in df.columns:
+            df[col] = pd.NA
+    for col in NUMERIC_COLUMNS:
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    for col in ("model", "impl", "size", "mode", "metric", "unit", "dtype", "status", "gpu_name", "run_id"):
+        df[col] = df[col].astype("string").str.strip()
+    # A row with no status but a value was written by an older writer: treat it as measured.
+    df["status"] = df["status"].fillna("ok").str.lower()
+    return df
+
+
+def load_results(results_dir: Path | str) -> pd.DataFrame:
+    """All rows from `results_dir/**/*.csv`, normalized; an empty frame (with the columns) when there are none."""
+    frames = []
+    for path in result_files(Path(results_dir)):
+        try:
+            frame = pd.read_csv(path, low_memory=False)
+        except pd.errors.EmptyDataError:
+            continue
+        frame["source_file"] = str(path)
+        frames.append(frame)
+    if not frames:
+        return normalize(pd.DataFrame(columns=SCHEMA_COLUMNS + ["source_file"]))
+    df = normalize(pd.concat(frames, ignore_index=True))
+    return df.drop_duplicates(subset=DEDUP_KEY, keep="first").reset_index(drop=True)
+
+
+def select(df: pd.DataFrame, mode: str, metrics: list[str] | None = None) -> pd.DataFrame:
+    """Rows of one mode; with `metrics`, only those metrics plus every non-ok row (an OOM is a gap for any metric)."""
+    rows = df[df["mode"] == mode]
+    if metrics is None:
+        return rows
+    keep = rows["metric"].isin(metrics) | (rows["status"] != "ok")
+    return rows[keep]
+
+
+def pick_metric(rows: pd.DataFrame, preferred: list[str]) -> str | None:
+    """The first preferred metric present among ok rows, else the most common ok metric (None: no ok rows)."""
+    ok = rows[(rows["status"] == "ok") & rows["metric"].notna()]
+    present = set(ok["metric"])
+    for metric in preferred:
+        if metric in present:
+            return metric
+    return None if ok.empty else str(ok["metric"].value_counts().index[0])

@@ -1,0 +1,167 @@
+"""The TTT language model: blocks of [pre_conv] -> TTT layer -> SwiGLU, tied embeddings, and the causal-LM
+interface of docs/interfaces.md (forward, allocate_cache, prefill, decode_step, generate)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ttt.config import TTTConfig
+from ttt.errors import UserError
+from ttt.generation import GenerationMixin
+from ttt.layer import LayerCache, PreConv, RMSNorm, make_ttt_layer
+
+__all__ = ["TTTCache", "TTTConfig", "TTTForCausalLM", "build"]
+
+BASE_IMPLS = ("naive", "dual", "dual_compiled")
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, hidden: int, intermediate: int) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.up_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.down_proj = nn.Linear(intermediate, hidden, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    """[x + conv(RMSNorm(x))] (Mamba backbone), then x + TTT(RMSNorm(x)), then x + SwiGLU(RMSNorm(x))."""
+
+    def __init__(self, cfg: TTTConfig) -> None:
+        super().__init__()
+        self.pre_conv = PreConv(cfg) if cfg.pre_conv else None
+        self.seq_norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+        self.ttt = make_ttt_layer(cfg)
+        self.ffn_norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+        self.mlp = SwiGLU(cfg.hidden_size, cfg.intermediate_size)
+
+    def forward(self, x: torch.Tensor, impl: str, cache: LayerCache | None = None) -> torch.Tensor:
+        if self.pre_conv is not None:
+            x = x + self.pre_conv(x, cache.pre_conv if cache is not None else None)
+        x = x + self.ttt(self.seq_norm(x), impl=impl, cache=cache)
+        return x + self.mlp(self.ffn_norm(x))
+
+    def step(self, x: torch.Tensor, cache: LayerCache, pos: torch.Tensor, impl: str) -> torch.Tensor:
+        if self.pre_conv is not None:
+            assert cache.pre_conv is not None
+            x = x + self.pre_conv.step(x, cache.pre_conv)
+        x = x + self.ttt.step(self.seq_norm(x), cache, pos, impl)
+        return x + self.mlp(self.ffn_norm(x))
+
+
+@dataclass
+class TTTCache:
+    """Static decode cache. `seqlen` (0-dim int64) counts tokens consumed, shared by all layers (RoPE position =
+    seqlen % mini_batch_size); each layer's TTT state keeps its own `offset`, which its step advances in place."""
+
+    seqlen: torch.Tensor
+    layers: list[LayerCache]
+    max_seqlen: int
+
+
+class TTTForCausalLM(GenerationMixin, nn.Module):
+    def __init__(self, cfg: TTTConfig, impl: str = "dual") -> None:
+        super().__init__()
+        self.config = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.lm_head.weight = self.embed.weight  # tied, as every official TTT config
+        nn.init.normal_(self.embed.weight, std=cfg.initializer_range)
+        for blk in self.layers:
+            for lin in (blk.mlp.gate_proj, blk.mlp.up_proj, blk.mlp.down_proj):
+                nn.init.normal_(lin.weight, std=cfg.initializer_range)
+        self.impl = impl
+
+    @property
+    def impl(self) -> str:
+        return self._impl
+
+    @impl.setter
+    def impl(self, name: str) -> None:
+        known = self.known_impls()
+        if name not in known:
+            raise UserError(f"unknown TTT impl {name!r}; known: {', '.join(known)}")
+        self._impl = name
+
+    def known_impls(self) -> list[str]:
+        """naive, dual, dual_compiled, and any backend the op package registered since (e.g. a Triton prefill)."""
+        ops = self.layers[0].ttt._ops()[0] if len(self.layers) else None
+        extra = [n for n in getattr(ops, "IMPLS", {}) if n not in BASE_IMPLS]
+        return [*BASE_IMPLS, *extra]
+
+    # -- full sequence ----------------------------------------------------------------------------------------
+    def _head(self, h: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(self.norm(h))
+
+    def forward(self, input_ids: torch.Tensor, logits_to_keep: int = 0) -> torch.Tensor:
+        """(B, T) -> logits (B, T, V), or the last `logits_to_keep` positions when > 0."""
+        h = self.embed(input_ids)
+        for blk in self.layers:
+            h = blk(h, self.impl)
+        if logits_to_keep > 0:
+            h = h[:, -logits_to_keep:]
+        return self._head(h)
+
+    # -- decode -----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def allocate_cache(self, batch_size: int, max_seqlen: int) -> TTTCache:
+        """Preallocated state for `batch_size` sequences. The TTT state is O(1) in length; `max_seqlen` is kept
+        only for the interface. TTT states are float32 (float64 for a float64 model); conv windows follow the model."""
+        cfg, p = self.config, self.embed.weight
+        conv = lambda: torch.zeros(batch_size, cfg.hidden_size, cfg.conv_kernel, dtype=p.dtype, device=p.device)  # noqa: E731
+        layers = [
+            LayerCache(
+                state=blk.ttt.init_state(batch_size),
+                pre_conv=conv() if cfg.pre_conv else None,
+                qk_conv=conv() if cfg.share_qk else None,
+            )
+            for blk in self.layers
+        ]
+        return TTTCache(seqlen=torch.zeros((), dtype=torch.long, device=p.device), layers=layers, max_seqlen=max_seqlen)
+
+    @torch.no_grad()
+    def prefill(self, input_ids: torch.Tensor, cache: TTTCache) -> torch.Tensor:
+        """Runs the prompt from position 0 with `self.impl`, overwrites the cache, returns the last logits (B, V).
+        Any prompt length: a ragged tail stays in the TTT state's accumulators."""
+        B, T = input_ids.shape
+        if T < 1:
+            raise UserError("prefill needs a prompt of at least one token")
+        self._check_cache(cache, B)
+        h = self.embed(input_ids)
+        for blk, lc in zip(self.layers, cache.layers):
+            h = blk(h, self.impl, cache=lc)
+        cache.seqlen.fill_(T)
+        return self._head(h[:, -1])
+
+    @torch.no_grad()
+    def decode_step(self, input_ids: torch.Tensor, cache: TTTCache) -> torch.Tensor:
+        """(B, 1) -> (B, V). Updates the cache in place; no host syncs, so it can be captured in a CUDA graph."""
+        h = self.embed(input_ids)
+        pos = torch.remainder(cache.seqlen, self.config.mini_batch_size).reshape(1)
+        for blk, lc in zip(self.layers, cache.layers):
+            h = blk.step(h, lc, pos, self.impl)
+        cache.seqlen.add_(1)
+        return self._head(h[:, -1])
+
+    def _check_cache(self, cache: TTTCache, batch_size: int) -> None:
+        first = cache.layers[0].state
+        got = next(t for t in vars(first).values() if isinstance(t, torch.Tensor) and t.dim() > 0).shape[0]
+        if got != batch_size or len(cache.layers) != len(self.layers):
+            raise UserError(
+                f"cache holds batch {got} x {len(cache.layers)} layers, prompt has batch {batch_size} for "
+                f"{len(self.layers)} layers; allocate_cache(batch_size={batch_size}, ...) first"
+            )
+
+
+def build(size_cfg: Any, model_cfg: Any, impl: str = "dual") -> TTTForCausalLM:
+    """The registry's builder: `conf/size/<size>.yaml`, `conf/model/ttt_*.yaml`, impl name."""
+    return TTTForCausalLM(TTTConfig.from_cfgs(size_cfg, model_cfg), impl=impl)

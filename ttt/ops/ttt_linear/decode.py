@@ -1,0 +1,140 @@
+"""Triton decode step for TTT-Linear: one token per sequence, the state updated in place (CUDA-graph capturable).
+
+One program per (batch, head) reads W, b, W_acc, b_acc and the mini-batch position `offset` (a device tensor:
+no host read, no data-dependent Python branch), adds this token's eta-weighted gradient to the accumulators,
+emits out = q + LN(q W_t + b_t) with W_t = W - token_eta[offset] * W_acc, and at the last position of the
+mini-batch folds (W <- W_t, acc <- 0). Same semantics as `naive.ttt_linear_step`.
+
+Bytes per step and head: W and W_acc read, W_acc written (W only when the mini-batch closes), 3 x 16 KB in fp32:
+the state traffic, not the arithmetic, is the floor. The offset is advanced by a second one-thread launch, since
+every program of the step kernel must read the old value first (there is no grid-wide barrier inside a launch).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from ttt.errors import UserError
+from ttt.ops.common import LN_EPS, TTTLinearState, check_args
+
+
+@triton.jit
+def _ttt_linear_step_kernel(
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    eta_ptr,
+    te_ptr,
+    lnw_ptr,
+    lnb_ptr,
+    W_ptr,
+    b_ptr,
+    Wacc_ptr,
+    bacc_ptr,
+    off_ptr,
+    o_ptr,
+    H,
+    BS,
+    stride_qb,
+    stride_qh,
+    stride_eb,
+    stride_eh,
+    eps,
+    D: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    bi = pid // H
+    hi = pid % H
+    r = tl.arange(0, D)
+    wofs = pid.to(tl.int64) * D * D + r[:, None] * D + r[None, :]
+    vofs = pid.to(tl.int64) * D + r
+    xo = bi.to(tl.int64) * stride_qb + hi.to(tl.int64) * stride_qh
+
+    # Issue every load up front: the step is latency bound, the state loads are the long ones.
+    W = tl.load(W_ptr + wofs).to(tl.float32)
+    Wacc = tl.load(Wacc_ptr + wofs).to(tl.float32)
+    bv = tl.load(b_ptr + vofs).to(tl.float32)
+    bacc = tl.load(bacc_ptr + vofs).to(tl.float32)
+    k = tl.load(k_ptr + xo + r).to(tl.float32)
+    v = tl.load(v_ptr + xo + r).to(tl.float32)
+    q = tl.load(q_ptr + xo + r).to(tl.float32)
+    eta = tl.load(eta_ptr + bi.to(tl.int64) * stride_eb + hi.to(tl.int64) * stride_eh).to(tl.float32)
+    ln_w = tl.load(lnw_ptr + hi * D + r).to(tl.float32)
+    ln_b = tl.load(lnb_ptr + hi * D + r).to(tl.float32)
+    p = tl.load(off_ptr).to(tl.int32)
+    te = tl.load(te_ptr + p).to(tl.float32)
+
+    # Gradient at W' (row vector k times W: a broadcast-multiply and a reduction over the rows of W).
+    z = tl.sum(k[:, None] * W, axis=0) + bv
+    mu = tl.sum(z, axis=0) / D
+    zc = z - mu
+    rstd = 1.0 / tl.sqrt(tl.sum(zc * zc, axis=0) / D + eps)
+    xhat = zc * rstd
+    gx = (ln_w * xhat + ln_b - (v - k)) * ln_w
+    g = (D * gx - tl.sum(gx, axis=0) - xhat * tl.sum(gx * xhat, axis=0)) * (rstd / D)
+
+    eg = eta * g
+    Wacc += k[:, None] * eg[None, :]
+    bacc += eg
+    W_t = W - te * Wacc
+    b_t = bv - te * bacc
+
+    zq = tl.sum(q[:, None] * W_t, axis=0) + b_t
+    mu_o = tl.sum(zq, axis=0) / D
+    zc_o = zq - mu_o
+    rstd_o = 1.0 / tl.sqrt(tl.sum(zc_o * zc_o, axis=0) / D + eps)
+    out = q + zc_o * rstd_o * ln_w + ln_b
+    tl.store(o_ptr + xo + r, out.to(o_ptr.dtype.element_ty))
+
+    closes = p == BS - 1
+    # W and b change only when the mini-batch closes: a masked store, so the common step writes 16 KB less.
+    tl.store(W_ptr + wofs, W_t.to(W_ptr.dtype.element_ty), mask=(wofs * 0 + closes.to(tl.int32)) != 0)
+    tl.store(b_ptr + vofs, b_t.to(b_ptr.dtype.element_ty), mask=(vofs * 0 + closes.to(tl.int32)) != 0)
+    tl.store(Wacc_ptr + wofs, tl.where(closes, 0.0, Wacc).to(Wacc_ptr.dtype.element_ty))
+    tl.store(bacc_ptr + vofs, tl.where(closes, 0.0, bacc).to(bacc_ptr.dtype.element_ty))
+
+
+@triton.jit
+def _advance_offset_kernel(off_ptr, BS):
+    p = tl.load(off_ptr)
+    tl.store(off_ptr, (p + 1) % BS)
+
+
+def ttt_linear_step_triton(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    eta: torch.Tensor,
+    token_eta: torch.Tensor,
+    ln_w: torch.Tensor,
+    ln_b: torch.Tensor,
+    state: TTTLinearState,
+    *,
+    mini_batch_size: int = 16,
+) -> tuple[torch.Tensor, TTTLinearState]:
+    """One token: q, k, v (B, H, 1, d), eta (B, H, 1). Updates `state` in place (its tensors must be contiguous)
+    and returns (out, state), like `naive.ttt_linear_step`. Two launches, no host sync: capturable in a CUDA graph."""
+    check_args(q, token_eta, mini_batch_size)
+    if not q.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        raise UserError("ttt_linear_step impl 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tests)")
+    B, H, T, D = q.shape
+    if T != 1:
+        raise UserError(f"ttt_linear_step takes one token, got T={T}")
+    if D < 16 or D & (D - 1):
+        raise UserError(f"head_dim={D}: the Triton step kernel needs a power of two >= 16")
+    st = (state.W, state.b, state.W_acc, state.b_acc)
+    if not all(t.is_contiguous() for t in st):
+        raise UserError("the Triton step updates the state in place and needs contiguous state tensors")
+    q, k, v = (x.contiguous() for x in (q, k, v))
+    out = torch.empty_like(q)
+    _ttt_linear_step_kernel[(B * H,)](
+        q, k, v, eta, token_eta, ln_w, ln_b, *st, state.offset, out,
+        H, mini_batch_size, q.stride(0), q.stride(1), eta.stride(0), eta.stride(1), LN_EPS,
+        D=D, num_warps=4,
+    )  # fmt: skip
+    _advance_offset_kernel[(1,)](state.offset, mini_batch_size, num_warps=1)
+    return out, state

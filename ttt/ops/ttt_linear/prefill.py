@@ -1,0 +1,393 @@
+"""Triton forward kernel for TTT-Linear prefill: the causal mini-batch dual form in one pass.
+
+One program per (batch, head) walks the sequence one mini-batch at a time and keeps the inner weights
+W (d x d) and b (d) in registers in fp32 across mini-batches, so q/k/v/eta are read once and the output
+written once; nothing per mini-batch goes to HBM (fla's two-kernel form stores one d x d state per
+mini-batch, which is why it sits far above the memory floor).
+
+Per mini-batch (rows = tokens, b = mini_batch_size, te = token_eta, eta = per-token lr):
+    Z  = K W + b                          inner model on the training view
+    G  = d/dZ 0.5 ||LN(Z) - (V - K)||^2   LayerNorm forward + backward, fused per row
+    Zq = Q W + b - tril(te_t * eta_j * (q_t.k_j + 1)) G      (dual form; the +1 is the bias path)
+    out = Q + LN(Zq)
+    W <- W - te[b-1] * K^T (eta * G),  b <- b - te[b-1] * sum_j eta_j G_j   (only at a full mini-batch)
+A partial mini-batch at either end is handled through the state's accumulators and offset (read on the
+device, so no host sync): the head chunk (offset > 0) adds -te_t (q_t W_acc + b_acc) to Zq, and the tail
+chunk writes its eta-weighted gradient sums into the accumulators instead of folding them into W.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from ttt.errors import UserError
+from ttt.ops.common import LN_EPS, TTTLinearState, check_args
+
+PRECISIONS = ("ieee", "tf32", "bf16")
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@triton.jit
+def _dot(a, b, PREC: tl.constexpr):
+    # fp32 accumulation always; PREC picks the operand precision (bf16 operands run the fastest MMA).
+    if PREC == "bf16":
+        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), out_dtype=tl.float32)
+    else:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision=PREC)
+
+
+@triton.jit
+def _operand(x, PREC: tl.constexpr):
+    if PREC == "bf16":
+        return x.to(tl.bfloat16)
+    else:
+        return x.to(tl.float32)
+
+
+@triton.jit
+def _add2(a0, b0, a1, b1):
+    return a0 + a1, b0 + b1
+
+
+@triton.jit
+def _row_stats(x, D: tl.constexpr, eps, ONE_PASS: tl.constexpr):
+    """(mean, 1/sqrt(var + eps)) per row. ONE_PASS (the default): sum and sum of squares in one two-operand
+    reduction, one cross-warp exchange instead of two in a row on the sequential chain: 13-20% faster on an H100
+    at every shape, same error vs the fp32 reference (bench/notes/run4_*). Else the two-pass centred variance."""
+    if ONE_PASS:
+        s1, s2 = tl.reduce((x, x * x), 1, _add2)
+        mu = s1 / D
+        var = tl.maximum(s2 / D - mu * mu, 0.0)
+    else:
+        mu = tl.sum(x, axis=1) / D
+        xc = x - mu[:, None]
+        var = tl.sum(xc * xc, axis=1) / D
+    return mu, 1.0 / tl.sqrt(var + eps)
+
+
+@triton.jit
+def _tile_offsets(D: tl.constexpr):
+    """Offsets of a row-major D x D tile."""
+    r = tl.arange(0, D)
+    return r[:, None] * D + r[None, :]
+
+
+@triton.jit
+def _load_chunk(q_ptr, k_ptr, v_ptr, eta_ptr, t0, T, stride_t, stride_et, BS, D: tl.constexpr, BT: tl.constexpr):
+    """Rows t0 + [0, BT) of one (batch, head), masked to the mini-batch and to [0, T); kept in the input dtype."""
+    rows = tl.arange(0, BT)
+    cols = tl.arange(0, D)
+    t = t0 + rows
+    valid = (rows < BS) & (t >= 0) & (t < T)
+    off = t[:, None] * stride_t + cols[None, :]
+    q = tl.load(q_ptr + off, mask=valid[:, None], other=0.0)
+    k = tl.load(k_ptr + off, mask=valid[:, None], other=0.0)
+    v = tl.load(v_ptr + off, mask=valid[:, None], other=0.0)
+    eta = tl.load(eta_ptr + t * stride_et, mask=valid, other=0.0)
+    return q, k, v, eta
+
+
+@triton.jit
+def _grad(
+    k, v, eta, t0, T, BS, ln_w, ln_b, W, bv, eps, PREC: tl.constexpr, D: tl.constexpr, BT: tl.constexpr,
+    ONE_PASS: tl.constexpr,
+):  # fmt: skip
+    """eta * G for one mini-batch: the inner-loss gradient at W' (the weights at its start), LN fwd + bwd per row.
+    This and the fold are the sequential chain; masked rows give zero (their LN may be degenerate)."""
+    rows = tl.arange(0, BT)
+    t = t0 + rows
+    valid = (rows < BS) & (t >= 0) & (t < T)
+    z = _dot(k, W, PREC) + bv[None, :]  # k in its input dtype: no conversion when the operands are bf16
+    mu, rstd = _row_stats(z, D, eps, ONE_PASS)
+    xhat = (z - mu[:, None]) * rstd[:, None]
+    gx = (ln_w[None, :] * xhat + ln_b[None, :] - (v.to(tl.float32) - k.to(tl.float32))) * ln_w[None, :]
+    if ONE_PASS:
+        sg, sgx = tl.reduce((gx, gx * xhat), 1, _add2)
+    else:
+        sg = tl.sum(gx, axis=1)
+        sgx = tl.sum(gx * xhat, axis=1)
+    g = (D * gx - sg[:, None] - xhat * sgx[:, None]) * (rstd / D)[:, None]
+    return tl.where(valid[:, None], g * eta.to(tl.float32)[:, None], 0.0)
+
+
+@triton.jit
+def _output(
+    q, k, eg, o_ptr, t0, T, stride_ot, BS, te, ln_w, ln_b, W, bv, Wacc, bacc, eps,
+    HAS_ACC: tl.constexpr, FLA_RESIDUAL: tl.constexpr, PREC: tl.constexpr, D: tl.constexpr, BT: tl.constexpr,
+    ONE_PASS: tl.constexpr,
+):  # fmt: skip
+    """Dual-form outputs of one mini-batch: q_t W_t + b_t with W_t = W' - te_t * (acc + sum_{j<=t} eta_j grad_j),
+    then out = q + LN(.). Off the chain: nothing later depends on it."""
+    rows = tl.arange(0, BT)
+    cols = tl.arange(0, D)
+    t = t0 + rows
+    valid = (rows < BS) & (t >= 0) & (t < T)
+    zq = _dot(q, W, PREC) + bv[None, :]
+    if HAS_ACC:
+        zq -= te[:, None] * (_dot(q, Wacc, PREC) + bacc[None, :])
+    s = _dot(q, tl.trans(k), PREC) + 1.0
+    a = tl.where(rows[:, None] >= rows[None, :], te[:, None] * s, 0.0)
+    zq -= _dot(a, eg, PREC)
+    mu_o, rstd_o = _row_stats(zq, D, eps, ONE_PASS)
+    ln_o = (zq - mu_o[:, None]) * rstd_o[:, None] * ln_w[None, :] + ln_b[None, :]
+    if FLA_RESIDUAL:  # fla's convention (residual on f_res(q)): only for comparing with the peer kernel
+        out = zq + ln_o
+    else:
+        out = q.to(tl.float32) + ln_o
+    tl.store(o_ptr + t[:, None] * stride_ot + cols[None, :], out.to(o_ptr.dtype.element_ty), mask=valid[:, None])
+
+
+@triton.jit
+def _mini_batch(
+    q, k, v, eta, o_ptr, t0, T, stride_ot, BS, te, ln_w, ln_b, W, bv, Wacc, bacc, eps,
+    HAS_ACC: tl.constexpr, FLA_RESIDUAL: tl.constexpr, PREC: tl.constexpr, D: tl.constexpr, BT: tl.constexpr,
+    ONE_PASS: tl.constexpr,
+):  # fmt: skip
+    """One mini-batch: writes its outputs and returns (K^T (eta G), sum_j eta_j G_j), the gradient sums that the
+    caller folds into W, b or keeps in the accumulators."""
+    Wd = _operand(W, PREC)  # one conversion of W per mini-batch, shared by both products with it
+    eg = _grad(k, v, eta, t0, T, BS, ln_w, ln_b, Wd, bv, eps, PREC, D, BT, ONE_PASS)
+    _output(q, k, eg, o_ptr, t0, T, stride_ot, BS, te, ln_w, ln_b, Wd, bv, Wacc, bacc, eps,
+            HAS_ACC, FLA_RESIDUAL, PREC, D, BT, ONE_PASS)  # fmt: skip
+    return _dot(tl.trans(k), eg, PREC), tl.sum(eg, axis=0)
+
+
+@triton.jit
+def _ttt_linear_prefill_kernel(
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    eta_ptr,
+    te_ptr,
+    lnw_ptr,
+    lnb_ptr,
+    W_ptr,
+    b_ptr,
+    Wacc_ptr,
+    bacc_ptr,
+    off_ptr,
+    o_ptr,
+    Wo_ptr,
+    bo_ptr,
+    Wacco_ptr,
+    bacco_ptr,
+    T,
+    H,
+    BS,
+    stride_qb,
+    stride_qh,
+    stride_qt,
+    stride_eb,
+    stride_eh,
+    stride_et,
+    stride_ob,
+    stride_oh,
+    stride_ot,
+    eps,
+    FLA_RESIDUAL: tl.constexpr,
+    PREC: tl.constexpr,
+    SKEW: tl.constexpr,
+    ONE_PASS: tl.constexpr,
+    D: tl.constexpr,
+    BT: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    bi = pid // H
+    hi = pid % H
+    rows = tl.arange(0, BT)
+    cols = tl.arange(0, D)
+    wofs = pid.to(tl.int64) * D * D + _tile_offsets(D)
+    vofs = pid.to(tl.int64) * D + cols
+
+    qo = bi.to(tl.int64) * stride_qb + hi.to(tl.int64) * stride_qh
+    q_p = q_ptr + qo
+    k_p = k_ptr + qo
+    v_p = v_ptr + qo
+    e_p = eta_ptr + bi.to(tl.int64) * stride_eb + hi.to(tl.int64) * stride_eh
+    o_p = o_ptr + bi.to(tl.int64) * stride_ob + hi.to(tl.int64) * stride_oh
+
+    ln_w = tl.load(lnw_ptr + hi * D + cols).to(tl.float32)
+    ln_b = tl.load(lnb_ptr + hi * D + cols).to(tl.float32)
+    te = tl.load(te_ptr + rows, mask=rows < BS, other=0.0).to(tl.float32)
+    te_last = tl.load(te_ptr + BS - 1).to(tl.float32)
+    W = tl.load(W_ptr + wofs).to(tl.float32)
+    bv = tl.load(b_ptr + vofs).to(tl.float32)
+    Wacc = tl.zeros([D, D], dtype=tl.float32)
+    bacc = tl.zeros([D], dtype=tl.float32)
+
+    o0 = tl.load(off_ptr).to(tl.int32)  # tokens of the current mini-batch already consumed (read on the device)
+    # Head chunk: finish the partial mini-batch the state started in (rows o0..BS-1 map to t = 0..).
+    n_head = o0 * 0  # a tensor, so both branches of the runtime `if` agree on its type
+    if o0 > 0:
+        Wacc = tl.load(Wacc_ptr + wofs).to(tl.float32)
+        bacc = tl.load(bacc_ptr + vofs).to(tl.float32)
+        q, k, v, eta = _load_chunk(q_p, k_p, v_p, e_p, -o0, T, stride_qt, stride_et, BS, D, BT)
+        dW, db = _mini_batch(
+            q, k, v, eta, o_p, -o0, T, stride_ot, BS, te, ln_w, ln_b,
+            W, bv, Wacc, bacc, eps, True, FLA_RESIDUAL, PREC, D, BT, ONE_PASS,
+        )  # fmt: skip
+        n_head = tl.minimum(BS - o0, T)
+        Wacc += dW
+        bacc += db
+        if o0 + T >= BS:  # the mini-batch completes: fold it into W, b
+            W -= te_last * Wacc
+            bv -= te_last * bacc
+            Wacc = tl.zeros([D, D], dtype=tl.float32)
+            bacc = tl.zeros([D], dtype=tl.float32)
+
+    # Full mini-batches: the sequential chain, one fold per mini-batch. The next mini-batch's tiles are loaded
+    # before this one's math (register double buffering), so their latency hides behind it.
+    n_full = (T - n_head) // BS
+    nq, nk, nv, ne = _load_chunk(q_p, k_p, v_p, e_p, n_head, T, stride_qt, stride_et, BS, D, BT)
+    if SKEW:
+        # Software-skewed: iteration c runs the chain of mini-batch c and the outputs of mini-batch c-1, two
+        # independent streams the scheduler can interleave (the outputs are off the chain). Off by default: on an
+        # H100 it was 1.3x slower at every shape (the extra live tiles push it past 255 registers: spills).
+        if n_full > 0:
+            pq, pk, pv, pe = nq, nk, nv, ne
+            nq, nk, nv, ne = _load_chunk(q_p, k_p, v_p, e_p, n_head + BS, T, stride_qt, stride_et, BS, D, BT)
+            peg = _grad(pk, pv, pe, n_head, T, BS, ln_w, ln_b, W, bv, eps, PREC, D, BT, ONE_PASS)
+            pW = W
+            pb = bv
+            W -= te_last * _dot(tl.trans(pk), peg, PREC)
+            bv -= te_last * tl.sum(peg, axis=0)
+            for c in range(1, n_full):
+                q, k, v, eta = nq, nk, nv, ne
+                t0 = n_head + c * BS
+                nq, nk, nv, ne = _load_chunk(q_p, k_p, v_p, e_p, t0 + BS, T, stride_qt, stride_et, BS, D, BT)
+                eg = _grad(k, v, eta, t0, T, BS, ln_w, ln_b, W, bv, eps, PREC, D, BT, ONE_PASS)
+                _output(pq, pk, peg, o_p, t0 - BS, T, stride_ot, BS, te, ln_w, ln_b, pW, pb, Wacc, bacc, eps,
+                        False, FLA_RESIDUAL, PREC, D, BT, ONE_PASS)  # fmt: skip
+                pq, pk, peg, pW, pb = q, k, eg, W, bv
+                W -= te_last * _dot(tl.trans(k), eg, PREC)
+                bv -= te_last * tl.sum(eg, axis=0)
+            _output(pq, pk, peg, o_p, n_head + (n_full - 1) * BS, T, stride_ot, BS, te, ln_w, ln_b, pW, pb,
+                    Wacc, bacc, eps, False, FLA_RESIDUAL, PREC, D, BT, ONE_PASS)  # fmt: skip
+    else:
+        for c in range(0, n_full):
+            q, k, v, eta = nq, nk, nv, ne
+            t0 = n_head + c * BS
+            nq, nk, nv, ne = _load_chunk(q_p, k_p, v_p, e_p, t0 + BS, T, stride_qt, stride_et, BS, D, BT)
+            dW, db = _mini_batch(
+                q, k, v, eta, o_p, t0, T, stride_ot, BS, te, ln_w, ln_b,
+                W, bv, Wacc, bacc, eps, False, FLA_RESIDUAL, PREC, D, BT, ONE_PASS,
+            )  # fmt: skip
+            W -= te_last * dW
+            bv -= te_last * db
+
+    # Ragged tail (its tiles are the last prefetch): its gradient sums go to the accumulators, W and b stay.
+    t_tail = n_head + n_full * BS
+    if t_tail < T:
+        dW, db = _mini_batch(
+            nq, nk, nv, ne, o_p, t_tail, T, stride_ot, BS, te, ln_w, ln_b,
+            W, bv, Wacc, bacc, eps, False, FLA_RESIDUAL, PREC, D, BT, ONE_PASS,
+        )  # fmt: skip
+        Wacc = dW
+        bacc = db
+
+    tl.store(Wo_ptr + wofs, W.to(Wo_ptr.dtype.element_ty))
+    tl.store(bo_ptr + vofs, bv.to(bo_ptr.dtype.element_ty))
+    tl.store(Wacco_ptr + wofs, Wacc.to(Wacco_ptr.dtype.element_ty))
+    tl.store(bacco_ptr + vofs, bacc.to(bacco_ptr.dtype.element_ty))
+
+
+def ttt_linear_prefill(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    eta: torch.Tensor,
+    token_eta: torch.Tensor,
+    ln_w: torch.Tensor,
+    ln_b: torch.Tensor,
+    W: torch.Tensor,
+    b: torch.Tensor,
+    W_acc: torch.Tensor,
+    b_acc: torch.Tensor,
+    offset: torch.Tensor,
+    *,
+    mini_batch_size: int = 16,
+    eps: float = 1e-6,
+    precision: str = "tf32",
+    fla_residual: bool = False,
+    num_warps: int = 4,
+    num_stages: int | None = None,
+    maxnreg: int | None = None,
+    skew: bool = False,
+    one_pass_ln: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Tensor-level entry: returns (out, W, b, W_acc, b_acc, offset), the state as new tensors.
+
+    q, k, v: (B, H, T, d), d a power of two >= 16; eta: (B, H, T); token_eta: (mini_batch_size,);
+    ln_w, ln_b: (H, d); W, W_acc: (B, H, d, d); b, b_acc: (B, H, d); offset: 0-dim int64 on q's device.
+    `precision`: matmul operands in "ieee" fp32, "tf32" or "bf16" (fp32 accumulation and fp32 state always).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: expected one of {PRECISIONS}")
+    B, H, T, D = q.shape
+    if D < 16 or D & (D - 1):
+        raise ValueError(f"head_dim={D}: the Triton kernel needs a power of two >= 16")
+    if not (k.shape == v.shape == q.shape and eta.shape == (B, H, T)):
+        raise ValueError(f"shapes q{tuple(q.shape)} k{tuple(k.shape)} v{tuple(v.shape)} eta{tuple(eta.shape)} disagree")
+    if token_eta.numel() != mini_batch_size:
+        raise ValueError(f"token_eta has {token_eta.numel()} entries, mini_batch_size={mini_batch_size}")
+    # The kernel takes q, k, v (and out) with one set of strides and a unit last stride.
+    q, k, v = (x.contiguous() for x in (q, k, v))
+    W, b, W_acc, b_acc = (x.contiguous() for x in (W, b, W_acc, b_acc))
+    out = torch.empty_like(q)
+    Wo, bo, Wao, bao = (torch.empty_like(x) for x in (W, b, W_acc, b_acc))
+    BT = max(16, triton.next_power_of_2(mini_batch_size))  # tl.dot needs >= 16 rows; extra rows are masked
+    # Tuning knobs go to the launch only when set (the interpreter rejects some of them).
+    launch = {k: v for k, v in (("num_stages", num_stages), ("maxnreg", maxnreg)) if v is not None}
+    if B * H and T:
+        _ttt_linear_prefill_kernel[(B * H,)](
+            q, k, v, eta, token_eta.contiguous(), ln_w.contiguous(), ln_b.contiguous(),
+            W, b, W_acc, b_acc, offset, out, Wo, bo, Wao, bao,
+            T, H, mini_batch_size,
+            q.stride(0), q.stride(1), q.stride(2),
+            eta.stride(0), eta.stride(1), eta.stride(2),
+            out.stride(0), out.stride(1), out.stride(2),
+            eps,
+            FLA_RESIDUAL=fla_residual, PREC=precision, SKEW=skew, ONE_PASS=one_pass_ln, D=D, BT=BT, num_warps=num_warps, **launch,
+        )  # fmt: skip
+    else:  # nothing to process: the state passes through unchanged
+        Wo.copy_(W), bo.copy_(b), Wao.copy_(W_acc), bao.copy_(b_acc)
+    new_offset = (offset + T) % mini_batch_size  # on the device: no host sync
+    return out, Wo, bo, Wao, bao, new_offset
+
+
+def ttt_linear_triton(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    eta: torch.Tensor,
+    token_eta: torch.Tensor,
+    ln_w: torch.Tensor,
+    ln_b: torch.Tensor,
+    state: TTTLinearState,
+    *,
+    mini_batch_size: int = 16,
+    precision: str = "bf16",
+    **tuning: int | bool | None,
+) -> tuple[torch.Tensor, TTTLinearState]:
+    """The reference signature (docs/interfaces.md): returns (out, new state); the input state is untouched.
+
+    Any T and any input offset (a partial mini-batch on entry is finished through the state's accumulators),
+    so there is no fallback path. The state keeps its dtype (fp64 states are computed in fp32 on chip).
+    precision: matmul operands, "bf16" (default: fastest; rel. err ~4e-3 vs the fp32 reference on an H100,
+    bench/notes), "tf32" (~1.7e-3) or "ieee". tuning: num_warps, num_stages, maxnreg, skew, one_pass_ln
+    (see ttt_linear_prefill; the defaults are the fastest measured)."""
+    check_args(q, token_eta, mini_batch_size)
+    if not q.is_cuda and not _interpreting():
+        raise UserError("ttt_linear impl 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tests)")
+    out, W, b, W_acc, b_acc, offset = ttt_linear_prefill(
+        q, k, v, eta, token_eta, ln_w, ln_b, state.W, state.b, state.W_acc, state.b_acc, state.offset,
+        mini_batch_size=mini_batch_size, eps=LN_EPS, precision=precision, **tuning,
+    )  # fmt: skip
+    return out, TTTLinearState(W=W, b=b, W_acc=W_acc, b_acc=b_acc, offset=offset)
