@@ -92,6 +92,12 @@ class TTTForCausalLM(GenerationMixin, nn.Module):
             raise UserError(f"unknown TTT impl {name!r}; known: {', '.join(known)}")
         self._impl = name
 
+    @property
+    def decode_impl(self) -> str:
+        """What `decode_step` runs: the op's fused step of the same name where one exists, else the PyTorch step."""
+        ops = self.layers[0].ttt._ops()[0] if len(self.layers) else None
+        return f"{self.impl}_step" if self.impl in getattr(ops, "STEP_IMPLS", {}) else "torch_step"
+
     def known_impls(self) -> list[str]:
         """naive, dual, dual_compiled, and any backend the op package registered since (e.g. a Triton prefill)."""
         ops = self.layers[0].ttt._ops()[0] if len(self.layers) else None

@@ -22,6 +22,7 @@ __all__ = [
     "ttt_linear_step",
 ]
 
+
 def _triton_prefill(*args, **kwargs) -> tuple[torch.Tensor, TTTLinearState]:
     # Imported on first use: triton is an optional extra, and its import is slow.
     from ttt.ops.ttt_linear.prefill import ttt_linear_triton

@@ -1,0 +1,227 @@
+"""Llama-style "Transformer++" (RoPE, SwiGLU, RMSNorm, no biases, tied embeddings) at the TTT widths and depths.
+
+The attention backend is a field, `impl`, switchable on a built model (the weights stay):
+- `sdpa_math`: torch SDPA's math backend (CPU; the reference every other backend is checked against),
+- `sdpa_flash`, `sdpa_cudnn`: torch SDPA forced to exactly that backend (it raises rather than fall back),
+- `flash_attn`: the flash-attn package (`flash_attn_func`, and `flash_attn_with_kvcache` for decode).
+Decode runs over a static, preallocated KV cache so one step can be captured in a CUDA graph. SDPA's flash and
+cuDNN kernels take no per-step mask there, so the sdpa_* backends decode with SDPA's memory-efficient kernel over
+the masked static cache; `decode_impl` names what decode ran, and it goes into every decode row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from ttt.errors import UserError, require
+from ttt.generation import GenerationMixin
+from ttt.layer import RMSNorm
+from ttt.model import SwiGLU
+from ttt.rope import apply_rope, rope_cos_sin
+
+SDPA_BACKENDS = {
+    "sdpa_math": SDPBackend.MATH,
+    "sdpa_flash": SDPBackend.FLASH_ATTENTION,
+    "sdpa_cudnn": SDPBackend.CUDNN_ATTENTION,
+}
+IMPLS = (*SDPA_BACKENDS, "flash_attn")
+
+
+@dataclass
+class TransformerConfig:
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-6
+    initializer_range: float = 0.02
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+
+@dataclass
+class KVCache:
+    """Per layer k, v of shape (B, max_seqlen, H, d) (flash-attn's layout); `pos` is the number of filled
+    positions, a 0-dim long tensor so that a captured decode step reads it on the device."""
+
+    k: list[torch.Tensor]
+    v: list[torch.Tensor]
+    pos: torch.Tensor
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        width = cfg.num_heads * cfg.head_dim
+        self.q_proj = nn.Linear(cfg.hidden_size, width, bias=False)
+        self.k_proj = nn.Linear(cfg.hidden_size, width, bias=False)
+        self.v_proj = nn.Linear(cfg.hidden_size, width, bias=False)
+        self.o_proj = nn.Linear(width, cfg.hidden_size, bias=False)
+
+    def _qkv(self, x: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (B, T, width), pos (T,) -> q, k, v (B, T, H, d) with RoPE on q and k."""
+        B, T, _ = x.shape
+        shape = (B, T, self.cfg.num_heads, self.cfg.head_dim)
+        q, k, v = (p(x).view(shape) for p in (self.q_proj, self.k_proj, self.v_proj))
+        cos, sin = rope_cos_sin(pos, self.cfg.head_dim, self.cfg.rope_theta)
+        # apply_rope rotates over (..., T, d): put T next to d for it.
+        cos, sin = cos[:, None, :], sin[:, None, :]
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+    def forward(self, x: torch.Tensor, impl: str, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        B, T, _ = x.shape
+        q, k, v = self._qkv(x, torch.arange(T, device=x.device))
+        if cache is not None:
+            cache.k[layer][:, :T].copy_(k)
+            cache.v[layer][:, :T].copy_(v)
+        if impl == "flash_attn":
+            out = require("flash_attn", "gpu", what="impl 'flash_attn'").flash_attn_func(q, k, v, causal=True)
+        else:
+            with sdpa_kernel([SDPA_BACKENDS[impl]]):
+                out = F.scaled_dot_product_attention(
+                    q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True
+                ).transpose(1, 2)
+        return self.o_proj(out.reshape(B, T, -1))
+
+    def step(self, x: torch.Tensor, impl: str, cache: KVCache, layer: int) -> torch.Tensor:
+        """One token per sequence at position `cache.pos`; writes its k, v into the cache in place."""
+        B = x.shape[0]
+        q, k, v = self._qkv(x, cache.pos.view(1))
+        k_cache, v_cache = cache.k[layer], cache.v[layer]
+        if impl == "flash_attn":
+            fa = require("flash_attn", "gpu", what="impl 'flash_attn'")
+            seqlens = cache.pos.to(torch.int32).expand(B).contiguous()
+            out = fa.flash_attn_with_kvcache(q, k_cache, v_cache, k=k, v=v, cache_seqlens=seqlens, causal=True)
+        else:
+            k_cache.index_copy_(1, cache.pos.view(1), k)
+            v_cache.index_copy_(1, cache.pos.view(1), v)
+            visible = torch.arange(k_cache.shape[1], device=x.device) <= cache.pos
+            with sdpa_kernel([decode_backend(impl)]):
+                out = F.scaled_dot_product_attention(
+                    q.transpose(1, 2),
+                    k_cache.transpose(1, 2),
+                    v_cache.transpose(1, 2),
+                    attn_mask=visible.view(1, 1, 1, -1),
+                ).transpose(1, 2)
+        return self.o_proj(out.reshape(B, 1, -1))
+
+
+def decode_backend(impl: str) -> SDPBackend:
+    """SDPA's flash and cuDNN kernels take no mask over a static cache; the memory-efficient kernel does."""
+    return SDPBackend.MATH if impl == "sdpa_math" else SDPBackend.EFFICIENT_ATTENTION
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+        self.self_attn = Attention(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+        self.mlp = SwiGLU(cfg.hidden_size, cfg.intermediate_size)
+
+    def forward(self, x: torch.Tensor, impl: str, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), impl, cache, layer)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+    def step(self, x: torch.Tensor, impl: str, cache: KVCache, layer: int) -> torch.Tensor:
+        x = x + self.self_attn.step(self.input_layernorm(x), impl, cache, layer)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class TransformerLM(GenerationMixin, nn.Module):
+    """The causal-LM interface of docs/interfaces.md over a Llama-style decoder."""
+
+    def __init__(self, cfg: TransformerConfig, impl: str = "sdpa_math") -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.lm_head.weight = self.embed_tokens.weight
+        self.impl = impl
+        self.reset_parameters()
+
+    @property
+    def impl(self) -> str:
+        return self._impl
+
+    @impl.setter
+    def impl(self, name: str) -> None:
+        if name not in IMPLS:
+            raise UserError(f"unknown transformer impl {name!r}; known: {', '.join(IMPLS)}")
+        self._impl = name
+
+    @property
+    def decode_impl(self) -> str:
+        if self.impl == "flash_attn":
+            return "flash_attn_with_kvcache"
+        return f"sdpa_{decode_backend(self.impl).name.lower()}_static_cache"
+
+    def reset_parameters(self) -> None:
+        for name, p in self.named_parameters():
+            if p.is_meta:
+                continue
+            if name.endswith("norm.weight") or "layernorm" in name:
+                nn.init.ones_(p)
+            else:
+                nn.init.normal_(p, std=self.cfg.initializer_range)
+
+    def _logits(self, h: torch.Tensor, logits_to_keep: int) -> torch.Tensor:
+        if logits_to_keep:
+            h = h[:, -logits_to_keep:]
+        return self.lm_head(self.norm(h))
+
+    def forward(self, input_ids: torch.Tensor, logits_to_keep: int = 0) -> torch.Tensor:
+        h = self.embed_tokens(input_ids)
+        for blk in self.layers:
+            h = blk(h, self.impl)
+        return self._logits(h, logits_to_keep)
+
+    def allocate_cache(self, batch_size: int, max_seqlen: int) -> KVCache:
+        p = self.embed_tokens.weight
+        shape = (batch_size, max_seqlen, self.cfg.num_heads, self.cfg.head_dim)
+        k = [torch.zeros(shape, dtype=p.dtype, device=p.device) for _ in self.layers]
+        v = [torch.zeros(shape, dtype=p.dtype, device=p.device) for _ in self.layers]
+        return KVCache(k=k, v=v, pos=torch.zeros((), dtype=torch.long, device=p.device))
+
+    def prefill(self, input_ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        T = input_ids.shape[1]
+        if T > cache.k[0].shape[1]:
+            raise UserError(f"prompt of {T} tokens does not fit a cache of {cache.k[0].shape[1]} positions")
+        h = self.embed_tokens(input_ids)
+        for i, blk in enumerate(self.layers):
+            h = blk(h, self.impl, cache, i)
+        cache.pos.fill_(T)
+        return self._logits(h, 1)[:, -1]
+
+    def decode_step(self, input_ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        h = self.embed_tokens(input_ids)
+        for i, blk in enumerate(self.layers):
+            h = blk.step(h, self.impl, cache, i)
+        cache.pos.add_(1)
+        return self._logits(h, 1)[:, -1]
+
+
+def build(size_cfg: Any, model_cfg: Any, impl: str = "sdpa_math") -> TransformerLM:
+    """The registry's builder: `conf/size/<size>.yaml`, `conf/model/transformer.yaml`, attention backend."""
+    cfg = TransformerConfig(
+        vocab_size=size_cfg.vocab_size,
+        hidden_size=size_cfg.hidden_size,
+        intermediate_size=size_cfg.intermediate_size,
+        num_layers=size_cfg.num_layers,
+        num_heads=size_cfg.num_heads,
+        rope_theta=model_cfg.get("rope_theta", 10000.0),
+    )
+    return TransformerLM(cfg, impl=impl)
