@@ -21,7 +21,9 @@ METRICS: dict[str, list[tuple[str, str]]] = {
     "prefill": [("ms_per_token", "ms/token"), ("total_ms", "ms")],
     "decode": [("ms_per_step", "ms/step"), ("ms_per_token", "ms/token")],
 }
-CHECK_TOL: dict[str, float] = {"bfloat16": 2e-2, "float16": 1e-2, "float32": 1e-4, "float64": 1e-8}
+# Whole-model logits: two correct attention kernels on a 24-layer random-init 1.3B model in bf16 differ by ~3e-2
+# (flash_attn vs sdpa_math, H100, measured); a wrong kernel differs by O(1). Op-level tests hold tighter bounds.
+CHECK_TOL: dict[str, float] = {"bfloat16": 6e-2, "float16": 3e-2, "float32": 1e-4, "float64": 1e-8}
 
 
 @dataclass(frozen=True)
