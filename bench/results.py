@@ -48,9 +48,10 @@ STATUSES = ("ok", "oom", "error", "skipped")
 
 def _cmd(*args: str) -> str:
     try:
-        return subprocess.run(args, capture_output=True, text=True, timeout=10, cwd=REPO_ROOT).stdout.strip()
+        done = subprocess.run(args, capture_output=True, text=True, timeout=10, cwd=REPO_ROOT)
     except (OSError, subprocess.SubprocessError):
         return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
 
 
 def _version(module: str) -> str:
@@ -67,9 +68,15 @@ def _driver() -> str:
 
 @cache
 def git_state() -> tuple[str, bool]:
-    commit = _cmd("git", "rev-parse", "HEAD") or "unknown"
-    dirty = bool(_cmd("git", "status", "--porcelain", "--untracked-files=no"))
-    return commit, dirty
+    """(commit, dirty). A copy of the tree without .git (a lent GPU machine) gets both from the caller, who
+    knows them: TTT_BENCH_GIT_COMMIT and TTT_BENCH_GIT_DIRTY=0|1."""
+    commit = _cmd("git", "rev-parse", "HEAD")
+    if commit:
+        return commit, bool(_cmd("git", "status", "--porcelain", "--untracked-files=no"))
+    env_commit = os.environ.get("TTT_BENCH_GIT_COMMIT", "").strip()
+    if env_commit:
+        return env_commit, os.environ.get("TTT_BENCH_GIT_DIRTY", "0") == "1"
+    return "unknown", False
 
 
 def provenance(device: torch.device | str, hardware: dict[str, float] | None = None) -> dict[str, Any]:

@@ -58,3 +58,18 @@ def test_failed_append_keeps_old_file(tmp_path, monkeypatch):
         results.append(path, _rows(1, prov))
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["r.csv"]
+
+
+def test_git_state_from_environment_without_a_repository(monkeypatch) -> None:
+    """A tree copied to a GPU machine has no .git: the commit comes from the caller, never a guess like 'HEAD'."""
+    from bench import results
+
+    monkeypatch.setattr(results, "_cmd", lambda *args: "")
+    results.git_state.cache_clear()
+    monkeypatch.setenv("TTT_BENCH_GIT_COMMIT", "abc123")
+    monkeypatch.setenv("TTT_BENCH_GIT_DIRTY", "1")
+    assert results.git_state() == ("abc123", True)
+    results.git_state.cache_clear()
+    monkeypatch.delenv("TTT_BENCH_GIT_COMMIT")
+    assert results.git_state() == ("unknown", False)
+    results.git_state.cache_clear()
