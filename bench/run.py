@@ -11,6 +11,7 @@ Bad requests end with one line on stderr and a non-zero exit status, never a tra
 from __future__ import annotations
 
 import importlib
+import itertools
 import sys
 import time
 from collections.abc import Iterable
@@ -179,7 +180,9 @@ def run_op(plan: Plan, cfg: DictConfig, prov: dict[str, Any], cfg_hash: str) -> 
     # bench/op.py takes the flat options of conf/bench/op.yaml, plus this run's measured copy bandwidth.
     options = {k: v for k, v in OmegaConf.to_container(cfg.bench, resolve=True).items() if k != "name"}
     options.setdefault("copy_bw", bw * 1e9 if bw else None)
-    for partial in op.measure(options):
+    prefill_rows = op.measure({**options, "impls": options.get("impls")})
+    decode_rows = op.measure_decode({**options, "impls": options.get("decode_impls")}) if options.get("decode") else []
+    for partial in itertools.chain(prefill_rows, decode_rows):
         row = dict(partial)
         # Fraction of this machine's measured copy bandwidth, where the op row says how many bytes it moved.
         if (
