@@ -1,19 +1,20 @@
-"""Mamba (v1) language model in plain PyTorch, with mamba-ssm's parameter names and shapes.
+"""Mamba (v1) language model: a plain PyTorch reference, and mamba-ssm's own `MambaLMHeadModel`, on one set of weights.
 
-One state_dict loads both into this module and into mamba-ssm's `MambaLMHeadModel` (`backbone.embedding`,
-`backbone.layers.{i}.norm`/`.mixer.*`, `backbone.norm_f`, `lm_head`, tied to the embedding).
+`impl` is a field, switchable on a built model (the weights stay: both impls read the same Parameter objects):
+- `torch_ref`: plain PyTorch written here; the selective scan is a sequential loop over time in float32 (the
+  reference). Parameter names and shapes are those of mamba-ssm's `MambaLMHeadModel` (`backbone.embedding`,
+  `backbone.layers.{i}.norm` / `.mixer.{in_proj,conv1d,x_proj,dt_proj,A_log,D,out_proj}`, `backbone.norm_f`,
+  `lm_head` tied to the embedding; the vocabulary padded to a multiple of 8 as mamba-ssm pads it), so one
+  state_dict loads into both.
+- `mamba_ssm`: the real `mamba_ssm.models.mixer_seq_simple.MambaLMHeadModel` (Mamba1 layers, RMSNorm, fp32
+  residual, fused add+norm), built once on the meta device and then pointed at this module's Parameters, so no
+  second copy of the weights exists and `.to()`/`load_state_dict` on this module move both. It is kept out of the
+  module tree (no duplicate names in `state_dict`). mamba-ssm is imported only when this impl is selected.
 
-`impl` is a field, switchable on a built model (the weights stay):
-- `torch_ref`: plain PyTorch; the selective scan is a sequential loop over time in float32 (the reference).
-- `mamba_ssm`: mamba-ssm's CUDA selective scan + causal-conv1d kernels on our module, the same kernels
-  MambaLMHeadModel uses: `selective_scan_fn` and `causal_conv1d_fn` for forward/prefill,
-  `selective_state_update` (Triton) and `causal_conv1d_update` for decode. The RMSNorms, the fp32 residual
-  stream, the projections and the LM head stay plain torch in both impls (mamba-ssm fuses add+norm in Triton).
-  The packages are imported only when this impl is selected.
-
-Cache per layer: `conv` (B, d_inner, d_conv) in the model's dtype (causal_conv1d_update requires the input's
-dtype; it holds raw inputs, so this is lossless) and `ssm` (B, d_inner, d_state) in float32 (float64 for a
-float64 model), both preallocated and updated in place, so `decode_step` can be captured in a CUDA graph.
+Decode cache per layer: conv (B, d_inner, d_conv) and ssm (B, d_inner, d_state), preallocated and updated in place.
+`torch_ref` keeps ssm in float32; `mamba_ssm` allocates with mamba-ssm's `allocate_inference_cache` (its states in
+the model's dtype, as its `generate` does) and drives it through an `InferenceParams` over the same tensors.
+Either impl can continue a cache that the other allocated.
 """
 
 from __future__ import annotations
@@ -32,20 +33,20 @@ from ttt.errors import UserError, require
 from ttt.generation import GenerationMixin
 
 IMPLS = ("torch_ref", "mamba_ssm")
+PAD_VOCAB_MULTIPLE = 8  # mamba-ssm's MambaConfig.pad_vocab_size_multiple
 
 
 @functools.cache
-def _kernels() -> SimpleNamespace:
+def _mamba_ssm() -> SimpleNamespace:
+    """mamba-ssm's model classes, imported on first use (the module must import on a CPU machine without it)."""
     what = "impl 'mamba_ssm' of model 'mamba'"
-    require("mamba_ssm", "gpu", what=what)
-    scan = require("mamba_ssm.ops.selective_scan_interface", "gpu", what=what)
-    ssu = require("mamba_ssm.ops.triton.selective_state_update", "gpu", what=what)
-    conv = require("causal_conv1d", "gpu", what=what)
+    models = require("mamba_ssm.models.mixer_seq_simple", "gpu", what=what)
+    config = require("mamba_ssm.models.config_mamba", "gpu", what=what)
+    generation = require("mamba_ssm.utils.generation", "gpu", what=what)
     return SimpleNamespace(
-        selective_scan_fn=scan.selective_scan_fn,
-        selective_state_update=ssu.selective_state_update,
-        causal_conv1d_fn=conv.causal_conv1d_fn,
-        causal_conv1d_update=conv.causal_conv1d_update,
+        MambaLMHeadModel=models.MambaLMHeadModel,
+        MambaConfig=config.MambaConfig,
+        InferenceParams=generation.InferenceParams,
     )
 
 
@@ -73,6 +74,8 @@ def selective_scan(u, delta, A, B, C, D, z, delta_bias, state=None):
 
 
 class RMSNorm(nn.Module):
+    """mamba-ssm's RMSNorm (eps 1e-5): normalized and scaled in float32, returned in the weight's dtype."""
+
     def __init__(self, dim: int, eps: float = 1e-5) -> None:
         super().__init__()
         self.eps = eps
@@ -86,6 +89,8 @@ class RMSNorm(nn.Module):
 
 
 class MambaMixer(nn.Module):
+    """One Mamba1 mixer in plain PyTorch, named and shaped as mamba-ssm's `Mamba` (conv bias on, no proj biases)."""
+
     def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2) -> None:
         super().__init__()
         self.d_state, self.d_conv = d_state, d_conv
@@ -104,73 +109,48 @@ class MambaMixer(nn.Module):
         """mamba-ssm's init: S4D-real A, D = 1, dt bias = softplus^-1(log-uniform dt), dt_proj weight uniform."""
         if self.A_log.is_meta:  # parameter counting: no values to set
             return
+        dev = self.D.device
         std = self.dt_rank**-0.5
         nn.init.uniform_(self.dt_proj.weight, -std, std)
-        dt = torch.exp(
-            torch.rand(self.d_inner, device=self.D.device) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
-        )
+        dt = torch.exp(torch.rand(self.d_inner, device=dev) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
         dt = dt.clamp(min=dt_floor)
-        self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
-        self.A_log.copy_(
-            torch.log(torch.arange(1, self.d_state + 1, dtype=torch.float32, device=self.D.device)).expand_as(
-                self.A_log
-            )
-        )
+        self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus(bias) == dt
+        self.A_log.copy_(torch.log(torch.arange(1, self.d_state + 1, dtype=torch.float32, device=dev)))
         self.D.fill_(1.0)
 
-    def _split(self, x_dbl: torch.Tensor):
+    def _split(self, x_dbl: torch.Tensor) -> list[torch.Tensor]:
         return torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
 
-    def forward(self, h: torch.Tensor, impl: str, state: tuple[torch.Tensor, torch.Tensor] | None = None):
+    def forward(self, h: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """h: (b, T, d_model). With `state` = (conv, ssm), overwrites it with the state after the last token."""
         T = h.shape[1]
-        x, z = self.in_proj(h).transpose(1, 2).contiguous().chunk(2, dim=1)  # (b, d_inner, T) each
+        x, z = self.in_proj(h).transpose(1, 2).chunk(2, dim=1)  # (b, d_inner, T) each
         if state is not None:
-            state[0].copy_(F.pad(x, (self.d_conv - T, 0)))  # the last d_conv inputs, zero left-padded
-        if impl == "mamba_ssm":
-            w = self.conv1d.weight.squeeze(1)
-            x = _kernels().causal_conv1d_fn(x, w, self.conv1d.bias, activation="silu")
-        else:
-            x = F.silu(self.conv1d(x)[..., :T])
+            state[0].copy_(F.pad(x, (self.d_conv - T, 0)))  # the last d_conv conv inputs, zero left-padded
+        x = F.silu(self.conv1d(x)[..., :T])  # causal: the conv pads d_conv - 1 each side, keep the first T
         dt, B, C = self._split(self.x_proj(x.transpose(1, 2)))  # (b, T, .)
-        dt = F.linear(dt, self.dt_proj.weight).transpose(1, 2).contiguous()  # bias goes in as delta_bias
-        B, C = B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous()
+        dt = F.linear(dt, self.dt_proj.weight).transpose(1, 2)  # the bias goes in as delta_bias, under softplus
         A = -torch.exp(self.A_log.to(_acc_dtype(self.A_log.dtype)))
-        if impl == "mamba_ssm":
-            y, last = _kernels().selective_scan_fn(
-                x, dt, A.float(), B, C, self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(),
-                delta_softplus=True, return_last_state=True,
-            )  # fmt: skip
-        else:
-            y, last = selective_scan(x, dt, A, B, C, self.D, z, self.dt_proj.bias)
+        y, last = selective_scan(x, dt, A, B.transpose(1, 2), C.transpose(1, 2), self.D, z, self.dt_proj.bias)
         if state is not None:
             state[1].copy_(last)
         return self.out_proj(y.transpose(1, 2))
 
-    def step(self, h: torch.Tensor, impl: str, conv: torch.Tensor, ssm: torch.Tensor) -> torch.Tensor:
-        """One token, h: (b, 1, d_model); updates conv and ssm in place (no host syncs)."""
+    def step(self, h: torch.Tensor, conv: torch.Tensor, ssm: torch.Tensor) -> torch.Tensor:
+        """One token, h: (b, 1, d_model); updates conv and ssm in place (no host syncs, graph-capturable)."""
         x, z = self.in_proj(h[:, 0]).chunk(2, dim=-1)  # (b, d_inner)
+        conv.copy_(torch.cat([conv[..., 1:], x[..., None].to(conv.dtype)], dim=-1))
+        acc = _acc_dtype(x.dtype)
         w = self.conv1d.weight.squeeze(1)  # (d_inner, d_conv)
-        if impl == "mamba_ssm":
-            x = _kernels().causal_conv1d_update(x, conv, w, self.conv1d.bias, "silu")
-        else:
-            conv.copy_(torch.cat([conv[..., 1:], x[..., None].to(conv.dtype)], dim=-1))
-            acc = _acc_dtype(x.dtype)
-            x = F.silu((conv.to(acc) * w.to(acc)).sum(-1) + self.conv1d.bias.to(acc)).to(x.dtype)
+        x = F.silu((conv.to(acc) * w.to(acc)).sum(-1) + self.conv1d.bias.to(acc)).to(x.dtype)
         dt, B, C = self._split(self.x_proj(x))
         dt = F.linear(dt, self.dt_proj.weight)
-        A = -torch.exp(self.A_log.to(_acc_dtype(self.A_log.dtype)))
-        if impl == "mamba_ssm":
-            y = _kernels().selective_state_update(
-                ssm, x, dt, A.float(), B, C, self.D.float(), z=z, dt_bias=self.dt_proj.bias.float(), dt_softplus=True
-            )
-        else:
-            y, last = selective_scan(
-                x[..., None], dt[..., None], A, B[..., None], C[..., None], self.D, z[..., None], self.dt_proj.bias, ssm
-            )
-            ssm.copy_(last)
-            y = y[..., 0]
-        return self.out_proj(y)[:, None]
+        A = -torch.exp(self.A_log.to(acc))
+        y, last = selective_scan(
+            x[..., None], dt[..., None], A, B[..., None], C[..., None], self.D, z[..., None], self.dt_proj.bias, ssm
+        )
+        ssm.copy_(last)
+        return self.out_proj(y[..., 0])[:, None]
 
 
 class Block(nn.Module):
@@ -189,37 +169,52 @@ class MambaConfig:
     d_conv: int = 4
     expand: int = 2
 
+    @property
+    def padded_vocab_size(self) -> int:
+        return -(-self.vocab_size // PAD_VOCAB_MULTIPLE) * PAD_VOCAB_MULTIPLE
+
 
 @dataclass
 class MambaCache:
-    """Per layer: conv (B, d_inner, d_conv), model dtype; ssm (B, d_inner, d_state), float32."""
+    """Per layer conv (B, d_inner, d_conv) and ssm (B, d_inner, d_state). `params` is mamba-ssm's InferenceParams
+    over the same tensors (made on first use by the mamba_ssm impl); its `seqlen_offset` is a host int that counts
+    tokens for mamba-ssm's sake only (see `MambaLM.decode_step`)."""
 
     conv: list[torch.Tensor]
     ssm: list[torch.Tensor]
+    params: Any = None
 
 
 class MambaLM(GenerationMixin, nn.Module):
+    """The causal-LM interface of docs/interfaces.md over Mamba1, in two implementations on one set of weights."""
+
     def __init__(self, cfg: MambaConfig, impl: str = "torch_ref") -> None:
         super().__init__()
         self.cfg = cfg
         kw = {"d_state": cfg.d_state, "d_conv": cfg.d_conv, "expand": cfg.expand}
         self.backbone = nn.Module()
-        self.backbone.embedding = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.backbone.embedding = nn.Embedding(cfg.padded_vocab_size, cfg.d_model)
         self.backbone.layers = nn.ModuleList(Block(cfg.d_model, **kw) for _ in range(cfg.n_layer))
         self.backbone.norm_f = RMSNorm(cfg.d_model, eps=1e-5)
-        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
-        self.lm_head.weight = self.backbone.embedding.weight
+        self.lm_head = nn.Linear(cfg.d_model, cfg.padded_vocab_size, bias=False)
+        self.lm_head.weight = self.backbone.embedding.weight  # tied, as MambaConfig.tie_embeddings
+        # mamba-ssm's model, outside the module tree (object.__setattr__ skips nn.Module's registration).
+        object.__setattr__(self, "_ssm_model", None)
         self._init_weights()
         self.impl = impl
 
     @torch.no_grad()
     def _init_weights(self) -> None:
+        """mamba-ssm's `_init_weights`: embedding normal(0.02), out_proj (kaiming-uniform, torch's Linear default)
+        divided by sqrt(n_layer), the mixer's own SSM init; conv/x_proj keep torch's defaults, as there."""
         if self.lm_head.weight.is_meta:
             return
         nn.init.normal_(self.backbone.embedding.weight, std=0.02)
         for blk in self.backbone.layers:
             blk.mixer.reset_ssm_parameters()
-            blk.mixer.out_proj.weight.div_(math.sqrt(self.cfg.n_layer))  # mamba-ssm's prenorm-residual rescale
+            blk.mixer.out_proj.weight.div_(math.sqrt(self.cfg.n_layer))
+
+    # ---- implementation switch -------------------------------------------------------------------------------
 
     @property
     def impl(self) -> str:
@@ -230,45 +225,152 @@ class MambaLM(GenerationMixin, nn.Module):
         if name not in IMPLS:
             raise UserError(f"unknown Mamba impl {name!r}; known: {', '.join(IMPLS)}")
         if name == "mamba_ssm":
-            _kernels()
+            self._tie_ssm_model()
         self._impl = name
 
     @property
     def decode_impl(self) -> str:
-        return "selective_state_update+causal_conv1d_update" if self.impl == "mamba_ssm" else "torch_ref"
+        """What one decode step runs, for the result rows."""
+        if self.impl == "mamba_ssm":
+            return "mamba_ssm_step"  # MambaLMHeadModel in step mode: causal_conv1d_update + selective_state_update
+        return "torch_ref"
 
-    def _run(self, input_ids: torch.Tensor, cache: MambaCache | None) -> torch.Tensor:
+    @property
+    def ssm_model(self) -> nn.Module:
+        """mamba-ssm's MambaLMHeadModel on this module's weights (built on first use). Not re-tied here: this runs
+        on every call, and the Parameter objects change only through `.to()`-style conversions (see `_apply`);
+        `load_state_dict` copies into them in place."""
+        return self._ssm_model if self._ssm_model is not None else self._tie_ssm_model()
+
+    def _tie_ssm_model(self) -> nn.Module:
+        """Build mamba-ssm's model once, with no weights of its own (meta device), and point every parameter of it
+        at ours. Called again after `.to()` (see `_apply`), in case a conversion replaced Parameter objects."""
+        model = self._ssm_model
+        if model is None:
+            m = _mamba_ssm()
+            cfg = m.MambaConfig(
+                d_model=self.cfg.d_model,
+                n_layer=self.cfg.n_layer,
+                vocab_size=self.cfg.vocab_size,
+                ssm_cfg={"layer": "Mamba1", "d_state": self.cfg.d_state, "d_conv": self.cfg.d_conv,
+                         "expand": self.cfg.expand},
+                rms_norm=True,
+                residual_in_fp32=True,
+                fused_add_norm=True,
+                pad_vocab_size_multiple=PAD_VOCAB_MULTIPLE,
+                tie_embeddings=True,
+            )  # fmt: skip
+            model = m.MambaLMHeadModel(cfg, device="meta").eval()
+            object.__setattr__(self, "_ssm_model", model)
+        theirs = dict(model.named_parameters(remove_duplicate=False))
+        ours = dict(self.named_parameters(remove_duplicate=False))
+        if theirs.keys() != ours.keys():
+            raise RuntimeError(f"mamba-ssm parameter names differ from ours: {sorted(theirs.keys() ^ ours.keys())}")
+        for name, p in ours.items():
+            if theirs[name].shape != p.shape:
+                raise RuntimeError(f"mamba-ssm's {name} has shape {tuple(theirs[name].shape)}, ours {tuple(p.shape)}")
+            owner, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(owner), attr, p)
+        return model
+
+    def _apply(self, fn: Any, recurse: bool = True) -> MambaLM:
+        """`.to()`/`.cuda()`/`.half()`, with two of mamba-ssm's habits: A_log and D stay in float32 under a cast to
+        a 16-bit dtype (its Mamba builds them in fp32 whatever the model dtype, "Keep in fp32"; we convert from the
+        pre-cast values, so no precision is lost), and its model is re-pointed at our (possibly new) Parameters."""
+        keep = [
+            (m, name, getattr(m, name).data)
+            for m in self.modules()
+            if isinstance(m, MambaMixer)
+            for name in ("A_log", "D")
+        ]
+        super()._apply(fn, recurse)
+        half = (torch.float16, torch.bfloat16)
+        for m, name, old in keep:
+            p = getattr(m, name)
+            if p.dtype in half and old.dtype not in half:
+                p.data = old.to(device=p.device, dtype=torch.float32)
+        if self._ssm_model is not None:
+            self._tie_ssm_model()
+        return self
+
+    def _vocab(self, logits: torch.Tensor) -> torch.Tensor:
+        """Drop the padded vocabulary rows (a no-op at the paper sizes: 32000 is a multiple of 8)."""
+        return logits if self.cfg.padded_vocab_size == self.cfg.vocab_size else logits[..., : self.cfg.vocab_size]
+
+    # ---- the causal-LM interface -----------------------------------------------------------------------------
+
+    def _run_ref(self, input_ids: torch.Tensor, cache: MambaCache | None) -> torch.Tensor:
         emb = self.backbone.embedding(input_ids)
         res = emb.to(_acc_dtype(emb.dtype))  # residual stream in fp32 (residual_in_fp32)
         for i, blk in enumerate(self.backbone.layers):
             state = None if cache is None else (cache.conv[i], cache.ssm[i])
-            res = res + blk.mixer(blk.norm(res), self.impl, state).to(res.dtype)
+            res = res + blk.mixer(blk.norm(res), state).to(res.dtype)
         return res
 
     def forward(self, input_ids: torch.Tensor, logits_to_keep: int = 0) -> torch.Tensor:
-        res = self._run(input_ids, None)
+        if self.impl == "mamba_ssm":
+            return self._vocab(self.ssm_model(input_ids, num_last_tokens=logits_to_keep).logits)
+        res = self._run_ref(input_ids, None)
         if logits_to_keep:
             res = res[:, -logits_to_keep:]
-        return self.lm_head(self.backbone.norm_f(res))
+        return self._vocab(self.lm_head(self.backbone.norm_f(res)))
 
     def allocate_cache(self, batch_size: int, max_seqlen: int) -> MambaCache:
         """Static state; its size does not depend on `max_seqlen` (kept for the shared interface)."""
+        if self.impl == "mamba_ssm":
+            states = self.ssm_model.allocate_inference_cache(batch_size, max_seqlen)
+            params = _mamba_ssm().InferenceParams(
+                max_seqlen=max_seqlen, max_batch_size=batch_size, key_value_memory_dict=states
+            )
+            n = len(states)
+            return MambaCache([states[i][0] for i in range(n)], [states[i][1] for i in range(n)], params)
         w = self.lm_head.weight
         m = self.backbone.layers[0].mixer
         conv = [w.new_zeros(batch_size, m.d_inner, m.d_conv) for _ in self.backbone.layers]
         ssm = [w.new_zeros(batch_size, m.d_inner, m.d_state, dtype=_acc_dtype(w.dtype)) for _ in conv]
         return MambaCache(conv, ssm)
 
+    def _params(self, cache: MambaCache) -> Any:
+        """mamba-ssm's InferenceParams over the cache's tensors (a cache allocated under torch_ref gets one here)."""
+        if cache.params is None:
+            batch = cache.conv[0].shape[0]
+            states = {i: (c, s) for i, (c, s) in enumerate(zip(cache.conv, cache.ssm, strict=True))}
+            cache.params = _mamba_ssm().InferenceParams(
+                max_seqlen=0, max_batch_size=batch, key_value_memory_dict=states
+            )
+        return cache.params
+
     def prefill(self, input_ids: torch.Tensor, cache: MambaCache) -> torch.Tensor:
-        res = self._run(input_ids, cache)
-        return self.lm_head(self.backbone.norm_f(res[:, -1]))
+        if self.impl == "mamba_ssm":
+            params = self._params(cache)
+            params.seqlen_offset = 0  # 0: mamba-ssm's full-sequence path, which also writes conv/ssm states
+            logits = self.ssm_model(input_ids, inference_params=params, num_last_tokens=1).logits[:, -1]
+            params.seqlen_offset = input_ids.shape[1]
+            return self._vocab(logits)
+        res = self._run_ref(input_ids, cache)
+        return self._vocab(self.lm_head(self.backbone.norm_f(res[:, -1])))
 
     def decode_step(self, input_ids: torch.Tensor, cache: MambaCache) -> torch.Tensor:
+        """(B, 1) -> (B, V); updates the cache in place; CUDA-graph capturable in both impls.
+
+        mamba_ssm: mamba-ssm's Mamba1 layer reads `InferenceParams.seqlen_offset` only as a switch (> 0: step mode
+        on the cached conv/ssm states, which carry the whole history); the value itself enters no kernel. Its own
+        `capture_graph` (utils/generation.py) therefore sets seqlen_offset to a fixed positive number for the
+        capture, and replays never touch it. We do the same: the host int is set to >= 1 before the call (so step
+        mode is what gets captured) and counted up afterwards; under a graph that Python runs at capture only and a
+        replay reads nothing from it. (`lengths_per_sample`, which mamba-ssm refreshes per replay, is read only by
+        attention layers, which a pure Mamba1 model has none of.)"""
+        if self.impl == "mamba_ssm":
+            params = self._params(cache)
+            params.seqlen_offset = max(params.seqlen_offset, 1)
+            logits = self.ssm_model(input_ids, inference_params=params, num_last_tokens=1).logits[:, -1]
+            params.seqlen_offset += 1
+            return self._vocab(logits)
         emb = self.backbone.embedding(input_ids)
         res = emb.to(_acc_dtype(emb.dtype))
         for i, blk in enumerate(self.backbone.layers):
-            res = res + blk.mixer.step(blk.norm(res), self.impl, cache.conv[i], cache.ssm[i]).to(res.dtype)
-        return self.lm_head(self.backbone.norm_f(res[:, 0]))
+            res = res + blk.mixer.step(blk.norm(res), cache.conv[i], cache.ssm[i]).to(res.dtype)
+        return self._vocab(self.lm_head(self.backbone.norm_f(res[:, 0])))
 
 
 def build(size_cfg: Any, model_cfg: Any, impl: str = "torch_ref") -> MambaLM:

@@ -27,6 +27,11 @@ def add_series(rows: pd.DataFrame, base: tuple[str, ...] = ("model", "impl")) ->
         return rows
     varying = [c for c in SPLIT_COLUMNS if rows[c].nunique(dropna=True) > 1]
     label = rows[list(base)].astype("string").fillna("?").agg("/".join, axis=1)
+    if base == ("model", "impl"):
+        # The harness writes impl as `<model>/<impl>` already: don't repeat the model.
+        named = rows["impl"].astype(str)
+        prefixed = [i.startswith(f"{m}/") for m, i in zip(rows["model"].astype(str), named)]
+        label = label.where(~pd.Series(prefixed, index=rows.index), named)
     for col in varying:
         label = label + " · " + rows[col].map(lambda v, c=col: _fmt(c, v))
     rows["series"] = label

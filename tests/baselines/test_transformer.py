@@ -6,7 +6,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from baselines.transformer import TransformerConfig, TransformerLM
+from baselines.transformer import TransformerConfig, TransformerLM, apply_rope, rope_cos_sin
 from bench.registry import build, count_params
 from ttt.errors import UserError
 
@@ -28,7 +28,7 @@ def test_decode_after_prefill_equals_forward(prompt_len: int) -> None:
         logits.append(model.decode_step(ids[:, t : t + 1], cache))
     got = torch.stack(logits, dim=1)
     torch.testing.assert_close(got, full[:, prompt_len - 1 :], rtol=1e-10, atol=1e-10)
-    assert int(cache.pos) == ids.shape[1]
+    assert int(cache.seqlen) == ids.shape[1]
 
 
 def test_causal_and_position_dependent() -> None:
@@ -88,10 +88,41 @@ def test_paper_size_param_count() -> None:
     assert abs(expected / 1.3e9 - 1) < 0.10
 
 
-@pytest.mark.gpu
-@pytest.mark.parametrize("impl", ["sdpa_flash", "sdpa_cudnn", "flash_attn"])
-def test_gpu_backends_match_math(impl: str) -> None:
-    pytest.importorskip("flash_attn") if impl == "flash_attn" else None
+def test_rope_is_a_rotation_by_relative_position() -> None:
+    torch.manual_seed(0)
+    d = 16
+    q, k = torch.randn(1, 1, 1, d, dtype=torch.float64), torch.randn(1, 1, 1, d, dtype=torch.float64)
+
+    def rot(x: torch.Tensor, p: int) -> torch.Tensor:
+        cos, sin = rope_cos_sin(torch.tensor([p]), d, 10000.0)
+        return apply_rope(x, cos.double(), sin.double())
+
+    torch.testing.assert_close(rot(q, 0), q)  # position 0 is the identity
+    torch.testing.assert_close(rot(q, 7).norm(), q.norm())  # a rotation
+    # <R_m q, R_n k> depends on m - n only
+    torch.testing.assert_close((rot(q, 9) * rot(k, 4)).sum(), (rot(q, 105) * rot(k, 100)).sum())
+
+
+def test_parameter_names_and_cache_layout() -> None:
+    net = build("transformer", "tiny", device="meta")
+    names = {n for n, _ in net.named_parameters()}
+    assert names >= {
+        "embed_tokens.weight",
+        "norm.weight",
+        "layers.1.self_attn.o_proj.weight",
+        "layers.0.mlp.up_proj.weight",
+    }
+    assert not any(n.endswith("bias") for n in names)
+    model = tiny(dtype=torch.float32)
+    cache = model.allocate_cache(3, 20)
+    assert cache.k[0].shape == (3, 32, 4, 8) and cache.max_seqlen == 20  # slots padded to 16 for the mask
+    assert cache.seqlen.shape == () and cache.seqlen.dtype == torch.long
+    assert model.decode_impl == "sdpa_math_static_cache"
+    model.impl = "sdpa_flash"  # switching keeps the weights; decode is named, never a silent fallback
+    assert model.decode_impl == "sdpa_efficient_attention_static_cache"
+
+
+def _gpu_model(impl: str) -> TransformerLM:
     size = OmegaConf.create(
         {"vocab_size": 512, "hidden_size": 256, "intermediate_size": 512, "num_layers": 2, "num_heads": 4}
     )
@@ -99,17 +130,40 @@ def test_gpu_backends_match_math(impl: str) -> None:
 
     torch.manual_seed(0)
     with torch.device("cuda"):
-        model = build_tf(size, OmegaConf.create({}), impl="sdpa_math").to(torch.bfloat16).eval()
+        return build_tf(size, OmegaConf.create({}), impl=impl).to(torch.bfloat16).eval()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("impl", ["sdpa_flash", "sdpa_cudnn", "flash_attn"])
+def test_gpu_backends_match_math(impl: str) -> None:
+    if impl == "flash_attn":
+        pytest.importorskip("flash_attn")
+    model = _gpu_model("sdpa_math")
     ids = torch.randint(0, 512, (2, 300), device="cuda")
     with torch.inference_mode():
         ref = model(ids).float()
         cache_ref = model.allocate_cache(2, 310)
-        model.prefill(ids[:, :290], cache_ref)
+        pre_ref = model.prefill(ids[:, :290], cache_ref)
         step_ref = torch.stack([model.decode_step(ids[:, t : t + 1], cache_ref) for t in range(290, 300)], 1)
         model.impl = impl
         got = model(ids).float()
         cache = model.allocate_cache(2, 310)
-        model.prefill(ids[:, :290], cache)
+        pre = model.prefill(ids[:, :290], cache)
         step = torch.stack([model.decode_step(ids[:, t : t + 1], cache) for t in range(290, 300)], 1)
     assert ((got - ref).norm() / ref.norm()).item() < 2e-2
+    assert ((pre.float() - pre_ref.float()).norm() / pre_ref.float().norm()).item() < 2e-2
     assert ((step.float() - step_ref.float()).norm() / step_ref.float().norm()).item() < 2e-2
+    # the decode over the cache equals the full forward of the same backend
+    assert ((step.float() - got[:, 289:299]).norm() / got[:, 289:299].norm()).item() < 2e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("impl", ["sdpa_math", "sdpa_flash", "flash_attn"])
+def test_gpu_graphed_generate_equals_eager(impl: str) -> None:
+    if impl == "flash_attn":
+        pytest.importorskip("flash_attn")
+    model = _gpu_model(impl)
+    ids = torch.randint(0, 512, (2, 37), device="cuda")
+    eager = model.generate(ids, max_new_tokens=12, cg=False)
+    graphed = model.generate(ids, max_new_tokens=12, cg=True)
+    assert torch.equal(eager, graphed)
