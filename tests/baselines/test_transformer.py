@@ -154,7 +154,7 @@ def test_gpu_backends_match_math(impl: str) -> None:
     assert ((pre.float() - pre_ref.float()).norm() / pre_ref.float().norm()).item() < 2e-2
     assert ((step.float() - step_ref.float()).norm() / step_ref.float().norm()).item() < 2e-2
     # the decode over the cache equals the full forward of the same backend
-    assert ((step.float() - got[:, 289:299]).norm() / got[:, 289:299].norm()).item() < 2e-2
+    assert ((step.float() - got[:, 290:300]).norm() / got[:, 290:300].norm()).item() < 2e-2
 
 
 @pytest.mark.gpu
