@@ -21,6 +21,7 @@ from plots.style import caption, ctx_axis, legend_outside, new_figure, plain_log
 NAME, TITLE = "op_kernels", "TTT op kernels: time vs sequence length"
 OP_METRICS = ["time", "time_ms", "ms", "latency_ms"]  # bench/op.py writes metric "time", unit "ms"
 BANDWIDTH_METRICS = ["hbm_bandwidth", "copy_bandwidth", "bandwidth"]
+SHAPE_TITLES = {"a": "(a) B·T = 65,536 tokens", "b": "(b) B = 16"}
 
 
 def floor_ms(used: pd.DataFrame, all_rows: pd.DataFrame) -> pd.Series:
@@ -46,11 +47,17 @@ def draw_op(rows: pd.DataFrame, out_dir: Path, ref: pd.DataFrame | None = None) 
         return skipped(NAME, TITLE, "no rows with mode=op and a measured value")
     used = to_ms(add_series(select(rows, "op", [metric])))
     used = used.assign(floor=floor_ms(used, rows))
-    ops = sorted(used["model"].dropna().unique())
+    # One panel per shape set where bench/op.py names it ((a) fixed B*T, (b) fixed B): every op of a shape set in
+    # one panel is the comparison that matters; within a panel B follows T, so the label is the impl alone.
+    by_shape = "shape_set" in used.columns and used["shape_set"].notna().any()
+    if by_shape:
+        used = used.assign(series=used["impl"].astype(str))
+    key = "shape_set" if by_shape else "model"
+    ops = sorted(used[key].dropna().astype(str).unique())
     fig, axes = new_figure(ncols=len(ops), width=8.0, height=4.8)
     notes, tables = [], []
     for ax, op in zip(axes, ops):
-        sub = used[used["model"] == op]
+        sub = used[used[key].astype(str) == op]
         pts = points(sub, "ctx")
         notes += draw_series(ax, pts)
         fl = sub[sub["status"] == "ok"].groupby("ctx")["floor"].min().dropna()
@@ -61,7 +68,7 @@ def draw_op(rows: pd.DataFrame, out_dir: Path, ref: pd.DataFrame | None = None) 
         ax.set_xscale("log", base=2)
         ctx_axis(ax, list(pts["x"]), label="sequence length T (tokens)")
         ax.set_ylabel(ylabel(metric, next(iter(sub["unit"].dropna()), "ms")))
-        ax.set_title(op)
+        ax.set_title(SHAPE_TITLES.get(op, f"shape set {op}") if by_shape else op)
         tables.append(pivot(pts))
     fig.suptitle(TITLE, y=1.02)
     legend_outside(fig, axes)
