@@ -65,7 +65,7 @@ def prefill_faster_than_transformer(rows: pd.DataFrame, ctx: int = 8192) -> list
             continue
         ratio = tr[0] / t[0]
         claims.append(Claim(f"{text} on {gpu}", "yes" if ratio > 1 else "no",
-                            f"ratio {ratio:.2f} (transformer/{tr[1]} ÷ ttt_linear/{t[1]})", prov))  # fmt: skip
+                            f"ratio {ratio:.2f} ({tr[1]} ÷ {t[1]})", prov))  # fmt: skip
     return claims or [Claim(text, "not measured", "no prefill rows")]
 
 
@@ -103,7 +103,7 @@ def prefill_mlp_slower(rows: pd.DataFrame, ctx: int = 8192) -> list[Claim]:
             continue
         ratio = m[0] / t[0]
         claims.append(Claim(f"{text} on {gpu}", "yes" if ratio > 1 else "no",
-                            f"ratio {ratio:.2f} (ttt_mlp/{m[1]} ÷ ttt_linear/{t[1]})", prov))  # fmt: skip
+                            f"ratio {ratio:.2f} ({m[1]} ÷ {t[1]})", prov))  # fmt: skip
     return claims or [Claim(text, "not measured", "no prefill rows")]
 
 
