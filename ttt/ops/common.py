@@ -129,6 +129,31 @@ def check_args(
         raise UserError(f"q, k, v must be (B, H, T, d), got q of shape {tuple(q.shape)}")
 
 
+def scan_steps(
+    step: Callable[..., tuple[torch.Tensor, Any]],
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    eta: torch.Tensor,
+    token_eta: torch.Tensor,
+    ln_w: torch.Tensor,
+    ln_b: torch.Tensor,
+    state: Any,
+    mini_batch_size: int,
+) -> tuple[torch.Tensor, Any]:
+    """The naive form of either op: its one-token `step` over every token, on a clone of `state` (the input
+    state is untouched). The decode step is thereby the single definition of the op."""
+    check_args(q, token_eta, mini_batch_size)
+    st = state.clone()
+    outs = [
+        step(q[:, :, t : t + 1], k[:, :, t : t + 1], v[:, :, t : t + 1], eta[:, :, t : t + 1], token_eta,
+             ln_w, ln_b, st, mini_batch_size=mini_batch_size)[0]
+        for t in range(q.shape[2])
+    ]  # fmt: skip
+    out = torch.cat(outs, dim=2) if outs else q.new_empty(q.shape)
+    return out, st
+
+
 def dispatch(registry: dict[str, Callable[..., Any]], impl: str, op: str) -> Callable[..., Any]:
     try:
         return registry[impl]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ttt.ops.common import TTTLinearState, check_args, ln_fused_l2_bwd, ln_fwd, ln_params
+from ttt.ops.common import TTTLinearState, check_args, ln_fused_l2_bwd, ln_fwd, ln_params, scan_steps
 
 
 def ttt_linear_step(
@@ -69,21 +69,4 @@ def ttt_linear_naive(
     mini_batch_size: int = 16,
 ) -> tuple[torch.Tensor, TTTLinearState]:
     """The definition: the step function over every token, on a clone of `state` (the input state is untouched)."""
-    check_args(q, token_eta, mini_batch_size)
-    st = state.clone()
-    outs = [
-        ttt_linear_step(
-            q[:, :, t : t + 1],
-            k[:, :, t : t + 1],
-            v[:, :, t : t + 1],
-            eta[:, :, t : t + 1],
-            token_eta,
-            ln_w,
-            ln_b,
-            st,
-            mini_batch_size=mini_batch_size,
-        )[0]
-        for t in range(q.shape[2])
-    ]
-    out = torch.cat(outs, dim=2) if outs else q.new_empty(q.shape)
-    return out, st
+    return scan_steps(ttt_linear_step, q, k, v, eta, token_eta, ln_w, ln_b, state, mini_batch_size)
