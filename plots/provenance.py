@@ -27,7 +27,13 @@ def runs(rows: pd.DataFrame) -> int:
 
 def caption_lines(rows: pd.DataFrame, extra: list[str] | None = None) -> list[str]:
     """Device, dtype, batch, sizes, implementations and run count, all read from `rows`."""
-    impls = sorted({f"{m}/{i}" for m, i in rows[["model", "impl"]].astype(str).itertuples(index=False)})
+    # The harness writes impl as `<model>/<impl>`; older or hand-made rows may carry the bare name.
+    impls = sorted(
+        {
+            i if i.startswith(f"{m}/") else f"{m}/{i}"
+            for m, i in rows[["model", "impl"]].astype(str).itertuples(index=False)
+        }
+    )
     gpu = _values(rows, "gpu_name")
     device = _values(rows, "device")
     lines = [
