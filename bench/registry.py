@@ -92,7 +92,10 @@ def model_config(model: str) -> DictConfig:
     return OmegaConf.load(path)
 
 
-def size_config(size: str) -> DictConfig:
+def size_config(size: str | DictConfig | dict) -> DictConfig:
+    """A named size (`conf/size/<size>.yaml`), or a size given whole (e.g. the one a checkpoint recorded)."""
+    if isinstance(size, DictConfig | dict):
+        return OmegaConf.create(size) if isinstance(size, dict) else size
     path = CONF_DIR / "size" / f"{size}.yaml"
     if not path.is_file():
         raise UserError(f"unknown size '{size}'; known sizes: {', '.join(known_sizes())}")
@@ -132,13 +135,14 @@ def _builder(fam: Family) -> Callable[..., torch.nn.Module]:
 
 def build(
     model: str,
-    size: str,
+    size: str | DictConfig | dict,
     impl: str | None = None,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     overrides: dict | None = None,
 ) -> torch.nn.Module:
-    """Build `model` at `size` with implementation `impl` (None: the device's default) on `device`.
+    """Build `model` at `size` (a name in conf/size, or a whole size config) with implementation `impl` (None: the
+    device's default) on `device`.
 
     The returned module exposes the causal-LM interface every benchmark uses: `forward(input_ids,
     logits_to_keep)`, `allocate_cache`, `prefill`, `decode_step`, `generate`, and a settable `impl`.
