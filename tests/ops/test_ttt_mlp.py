@@ -8,6 +8,7 @@ from . import (  # noqa: F401  (collected by pytest from this module)
     OpSpec,
     test_bf16_inputs,
     test_chaining_random_splits,
+    test_dual_compiled_matches_dual,
     test_dual_gradcheck,
     test_dual_matches_naive,
     test_float32_close_to_float64,

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 
 from ttt.ops.common import TTTLinearState, dispatch, expand_param, state_dtype
-from ttt.ops.ttt_linear.dual import ttt_linear_dual
+from ttt.ops.ttt_linear.dual import ttt_linear_dual, ttt_linear_dual_compiled
 from ttt.ops.ttt_linear.naive import ttt_linear_naive, ttt_linear_step
 
 __all__ = [
@@ -40,6 +40,7 @@ def _triton_step(*args, **kwargs) -> tuple[torch.Tensor, TTTLinearState]:
 IMPLS: dict[str, Callable[..., tuple[torch.Tensor, TTTLinearState]]] = {
     "naive": ttt_linear_naive,
     "dual": ttt_linear_dual,
+    "dual_compiled": ttt_linear_dual_compiled,  # each mini-batch under torch.compile: the training path
     "triton": _triton_prefill,
 }
 

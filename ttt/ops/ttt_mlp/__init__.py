@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 
 from ttt.ops.common import TTTMLPState, dispatch, expand_param, state_dtype
-from ttt.ops.ttt_mlp.dual import ttt_mlp_dual
+from ttt.ops.ttt_mlp.dual import ttt_mlp_dual, ttt_mlp_dual_compiled
 from ttt.ops.ttt_mlp.naive import ttt_mlp_naive, ttt_mlp_step
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
 IMPLS: dict[str, Callable[..., tuple[torch.Tensor, TTTMLPState]]] = {
     "naive": ttt_mlp_naive,
     "dual": ttt_mlp_dual,
+    "dual_compiled": ttt_mlp_dual_compiled,  # each mini-batch under torch.compile: the training path
 }
 
 

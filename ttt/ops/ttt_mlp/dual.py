@@ -13,6 +13,8 @@ sequential loop; X2bar X2^T depends on the weights. A state starting mid-mini-ba
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from ttt.ops.common import (
@@ -89,6 +91,7 @@ def _full_chunks(
     W2a: torch.Tensor,
     lw: torch.Tensor,
     lb: torch.Tensor,
+    step: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Whole mini-batches from position 0 with zero accs; weight-independent parts batched before the loop."""
     b = token_eta.shape[0]
@@ -98,15 +101,44 @@ def _full_chunks(
     QK = torch.cat([Qc, Kc], dim=-2)  # one matmul with W1' for the queries and the gradient inputs
     eta_last = (token_eta[-1] * eta_c).unsqueeze(-1)  # (nc, B, H, b, 1)
     upd1 = (eta_last * Kc).transpose(-1, -2).contiguous()
+    step = step or _chunk_step
     zs = []
     for c in range(Qc.shape[0]):
-        Z1 = QK[c] @ W1a
-        X2a, G1, G2 = _grads(Z1[..., b:, :], W2a, tgt_c[c], lw, lb)
-        X2qa = augment(gelu_tanh(Z1[..., :b, :] - attn1[c] @ G1))
-        zs.append(X2qa @ W2a - ((X2qa @ X2a.transpose(-1, -2)) * E[c]) @ G2)
-        W1a = W1a - upd1[c] @ G1
-        W2a = W2a - (eta_last[c] * X2a).transpose(-1, -2) @ G2
+        z, W1a, W2a = step(W1a, W2a, QK[c], tgt_c[c], attn1[c], E[c], upd1[c], eta_last[c], lw, lb)
+        zs.append(z)
     return from_chunks(torch.stack(zs)), W1a, W2a
+
+
+def _chunk_step(
+    W1a: torch.Tensor,
+    W2a: torch.Tensor,
+    QK: torch.Tensor,
+    tgt: torch.Tensor,
+    attn1: torch.Tensor,
+    E: torch.Tensor,
+    upd1: torch.Tensor,
+    eta_last: torch.Tensor,
+    lw: torch.Tensor,
+    lb: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One whole mini-batch of the sequential chain: (Z2bar, W1a, W2a after it). QK holds [Q; K] of the chunk."""
+    b = E.shape[-1]
+    Z1 = QK @ W1a
+    X2a, G1, G2 = _grads(Z1[..., b:, :], W2a, tgt, lw, lb)
+    X2qa = augment(gelu_tanh(Z1[..., :b, :] - attn1 @ G1))
+    z = X2qa @ W2a - ((X2qa @ X2a.transpose(-1, -2)) * E) @ G2
+    return z, W1a - upd1 @ G1, W2a - (eta_last * X2a).transpose(-1, -2) @ G2
+
+
+_COMPILED_STEP: list[Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = []
+
+
+def compiled_chunk_step() -> Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """`_chunk_step` under torch.compile, built once per process: one mini-batch, not the whole op (whose loop
+    would be unrolled). Training is bound by the per-mini-batch eager ops and their autograd nodes."""
+    if not _COMPILED_STEP:
+        _COMPILED_STEP.append(torch.compile(_chunk_step, fullgraph=True, dynamic=False))
+    return _COMPILED_STEP[0]
 
 
 def ttt_mlp_dual(
@@ -120,8 +152,10 @@ def ttt_mlp_dual(
     state: TTTMLPState,
     *,
     mini_batch_size: int = 16,
+    compiled: bool = False,
 ) -> tuple[torch.Tensor, TTTMLPState]:
-    """Functional: returns (out, new_state); `state` is not modified. Differentiable (no in-place ops)."""
+    """Functional: returns (out, new_state); `state` is not modified. Differentiable (no in-place ops).
+    `compiled`: run each whole mini-batch through `compiled_chunk_step` (same math; the training path)."""
     check_args(q, token_eta, mini_batch_size)
     b = mini_batch_size
     T = q.shape[2]
@@ -155,7 +189,8 @@ def ttt_mlp_dual(
         zs.append(z)
     if nc:
         s = slice(n0, n0 + nc * b)
-        z, W1a, W2a = _full_chunks(Qa[:, :, s], Ka[:, :, s], tgt[:, :, s], e[:, :, s], te, W1a, W2a, lw, lb)
+        step = compiled_chunk_step() if compiled else _chunk_step
+        z, W1a, W2a = _full_chunks(Qa[:, :, s], Ka[:, :, s], tgt[:, :, s], e[:, :, s], te, W1a, W2a, lw, lb, step)
         zs.append(z)
     if r:
         s = slice(T - r, T)
@@ -181,3 +216,8 @@ def ttt_mlp_dual(
         offset=torch.full((), (o + T) % b, dtype=torch.int64, device=state.offset.device),
     )
     return out, new_state
+
+
+def ttt_mlp_dual_compiled(*args, **kwargs) -> tuple[torch.Tensor, TTTMLPState]:
+    """`ttt_mlp_dual` with each whole mini-batch compiled (impl 'dual_compiled')."""
+    return ttt_mlp_dual(*args, compiled=True, **kwargs)
