@@ -77,8 +77,10 @@ def _full_chunks(
     upd = ((token_eta[-1] * eta_c).unsqueeze(-1) * Kc).transpose(-1, -2).contiguous()  # (nc, B, H, d+1, b)
     step = step or _chunk_step
     zs = []
-    for c in range(Qc.shape[0]):
-        z, Wa = step(Wa, QK[c], tgt_c[c], attn[c], upd[c], lw, lb)
+    # unbind, not QK[c]: the backward of each indexing op writes a zero-filled gradient of the whole tensor, which
+    # over every mini-batch is quadratic in the sequence length; unbind's backward stacks the gradients once.
+    for qk, t, a, u in zip(QK.unbind(0), tgt_c.unbind(0), attn.unbind(0), upd.unbind(0)):
+        z, Wa = step(Wa, qk, t, a, u, lw, lb)
         zs.append(z)
     return from_chunks(torch.stack(zs)), Wa
 

@@ -103,8 +103,10 @@ def _full_chunks(
     upd1 = (eta_last * Kc).transpose(-1, -2).contiguous()
     step = step or _chunk_step
     zs = []
-    for c in range(Qc.shape[0]):
-        z, W1a, W2a = step(W1a, W2a, QK[c], tgt_c[c], attn1[c], E[c], upd1[c], eta_last[c], lw, lb)
+    # unbind, not QK[c]: indexing's backward writes a zero-filled gradient of the whole tensor per mini-batch.
+    chunks = (x.unbind(0) for x in (QK, tgt_c, attn1, E, upd1, eta_last))
+    for qk, t, a, e_, u, el in zip(*chunks):
+        z, W1a, W2a = step(W1a, W2a, qk, t, a, e_, u, el, lw, lb)
         zs.append(z)
     return from_chunks(torch.stack(zs)), W1a, W2a
 
