@@ -31,9 +31,12 @@ COLUMNS: list[str] = [
     "peak_mem_bytes", "status", "error", "tokens_per_s", "bytes_moved", "frac_hbm", "check_rel_err",
     "decode_graph", "device", "gpu_name", "driver", "cuda", "torch", "triton", "jax", "hw_copy_gbps",
     "hw_matmul_tflops", "config_hash",
+    # Perplexity and training rows: which weights (sha256 prefix), text and tokens; the evaluation protocol; the
+    # position bucket of a loss-by-token row (its last token, 1-based); tokens the value averages over.
+    "checkpoint", "corpus", "tokenizer", "protocol", "token_index", "n_tokens",
 ]  # fmt: skip
 
-INT_COLUMNS = ["n_params", "ctx", "batch", "repeats", "peak_mem_bytes", "bytes_moved"]
+INT_COLUMNS = ["n_params", "ctx", "batch", "repeats", "peak_mem_bytes", "bytes_moved", "token_index", "n_tokens"]
 FLOAT_COLUMNS = [
     "value", "spread_lo", "spread_hi", "tokens_per_s", "frac_hbm", "check_rel_err", "hw_copy_gbps", "hw_matmul_tflops",
 ]  # fmt: skip

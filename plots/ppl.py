@@ -15,10 +15,13 @@ from plots.figure import FigureResult, skipped
 from plots.lines import draw_series
 from plots.provenance import caption_lines
 from plots.rows import select
-from plots.series import add_series, pivot, points
+from plots.series import add_series, fmt_x, pivot, points
 from plots.style import MODEL_COLORS, caption, ctx_axis, legend_outside, new_figure, save, ylabel
 
 PPL_METRICS = ["ppl", "perplexity"]
+
+
+PROTOCOL_LABELS = {"single_model_eval_ctx": "one model, eval at ctx", "trained_per_ctx": "trained per ctx"}
 
 
 def _main(rows: pd.DataFrame) -> pd.DataFrame:
@@ -26,10 +29,31 @@ def _main(rows: pd.DataFrame) -> pd.DataFrame:
     return rows[rows["variant"].isna()]
 
 
+def _series(rows: pd.DataFrame) -> pd.DataFrame:
+    """`add_series`, and two evaluation protocols (bench/ppl.py), or one model's checkpoints trained at different
+    contexts and each evaluated at every ctx, are never averaged into one line."""
+    rows = add_series(rows)
+    if rows.empty:
+        return rows
+    protocol = rows["protocol"].astype("string")
+    if protocol.nunique(dropna=True) > 1:
+        rows["series"] = rows["series"] + protocol.map(
+            lambda p: f" · {PROTOCOL_LABELS.get(p, p)}", na_action="ignore"
+        ).fillna("")
+    per_ctx = protocol.fillna("") == "trained_per_ctx"  # there train_ctx == ctx along the line, by design
+    several = rows[~per_ctx].groupby("series")["train_ctx"].nunique(dropna=True)
+    split = ~per_ctx & rows["series"].isin(several[several > 1].index) & rows["train_ctx"].notna()
+    labels = [
+        f"{name} · trained at {fmt_x(tc)}" for name, tc in zip(rows.loc[split, "series"], rows.loc[split, "train_ctx"])
+    ]
+    rows.loc[split, "series"] = labels
+    return rows
+
+
 def draw_ppl_ctx(rows: pd.DataFrame, out_dir: Path, ref: pd.DataFrame | None = None) -> FigureResult:
     """Perplexity vs evaluation context length, one line per model/impl (split by size/dataset if several)."""
     name, title = "ppl_vs_ctx", "Perplexity vs context length (lower is better)"
-    used = add_series(select(_main(rows), "ppl", PPL_METRICS))
+    used = _series(select(_main(rows), "ppl", PPL_METRICS))
     used = used[used["metric"].isin(PPL_METRICS) | (used["status"] != "ok")]
     if not (used["status"] == "ok").any():
         return skipped(name, title, "no rows with mode=ppl, metric ppl")
@@ -49,7 +73,7 @@ def draw_ppl_ctx(rows: pd.DataFrame, out_dir: Path, ref: pd.DataFrame | None = N
 def draw_loss_by_token(rows: pd.DataFrame, out_dir: Path, ref: pd.DataFrame | None = None) -> FigureResult:
     """Loss vs token index inside long sequences (x: token_index, else ctx as the bucket end)."""
     name, title = "loss_vs_token", "Loss vs token index within a sequence"
-    used = add_series(select(_main(rows), "ppl", ["loss_by_token"]))
+    used = _series(select(_main(rows), "ppl", ["loss_by_token"]))
     used = used[used["metric"] == "loss_by_token"]
     if not (used["status"] == "ok").any():
         return skipped(name, title, "no rows with mode=ppl, metric loss_by_token")
@@ -72,8 +96,6 @@ def draw_loss_by_token(rows: pd.DataFrame, out_dir: Path, ref: pd.DataFrame | No
 
 def _k_formatter():
     from matplotlib.ticker import FuncFormatter
-
-    from plots.series import fmt_x
 
     return FuncFormatter(lambda v, _pos: fmt_x(v) if v >= 1 else f"{v:g}")
 

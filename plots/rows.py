@@ -18,17 +18,20 @@ SCHEMA_COLUMNS: list[str] = [
 ]  # fmt: skip
 
 # Columns beyond the schema that individual figures read when rows carry them (absent -> that figure skips).
-OPTIONAL_COLUMNS: list[str] = ["token_index", "mini_batch_size", "variant", "flops", "dataset"]
+OPTIONAL_COLUMNS: list[str] = [
+    "token_index", "mini_batch_size", "variant", "flops", "dataset", "checkpoint", "corpus", "protocol", "train_ctx",
+    "n_tokens",
+]  # fmt: skip
 
 NUMERIC_COLUMNS: list[str] = [
     "n_params", "ctx", "batch", "value", "spread_lo", "spread_hi", "repeats", "peak_mem_bytes", "tokens_per_s",
-    "bytes_moved", "frac_hbm", "check_rel_err", "token_index", "mini_batch_size", "flops",
+    "bytes_moved", "frac_hbm", "check_rel_err", "token_index", "mini_batch_size", "flops", "train_ctx", "n_tokens",
 ]  # fmt: skip
 
 # Key of one measured quantity: a row seen twice (e.g. a run copied into results/baselines/) counts once.
 DEDUP_KEY: list[str] = [
     "run_id", "model", "impl", "size", "mode", "ctx", "batch", "dtype", "metric", "device", "git_commit",
-    "token_index", "mini_batch_size", "variant", "flops", "dataset",
+    "token_index", "mini_batch_size", "variant", "flops", "dataset", "checkpoint", "protocol",
 ]  # fmt: skip
 
 
@@ -45,8 +48,10 @@ def normalize(df: pd.DataFrame) -> pd.DataFrame:
             df[col] = pd.NA
     for col in NUMERIC_COLUMNS:
         df[col] = pd.to_numeric(df[col], errors="coerce")
-    for col in ("model", "impl", "size", "mode", "metric", "unit", "dtype", "status", "gpu_name", "run_id"):
+    for col in ("model", "impl", "size", "mode", "metric", "unit", "dtype", "status", "gpu_name", "run_id", "protocol"):
         df[col] = df[col].astype("string").str.strip()
+    # bench/ppl.py and bench/train.py name their text `corpus`; figures split series and panels by `dataset`.
+    df["dataset"] = df["dataset"].fillna(df["corpus"])
     # A row with no status but a value was written by an older writer: treat it as measured.
     df["status"] = df["status"].fillna("ok").str.lower()
     return df
