@@ -71,14 +71,14 @@ def _driver() -> str:
 
 @cache
 def git_state() -> tuple[str, bool]:
-    """(commit, dirty). A copy of the tree without .git (a lent GPU machine) gets both from the caller, who
-    knows them: TTT_BENCH_GIT_COMMIT and TTT_BENCH_GIT_DIRTY=0|1."""
-    commit = _cmd("git", "rev-parse", "HEAD")
-    if commit:
-        return commit, bool(_cmd("git", "status", "--porcelain", "--untracked-files=no"))
+    """(commit, dirty). TTT_BENCH_GIT_COMMIT and TTT_BENCH_GIT_DIRTY=0|1, when set, win over git: a copy of the
+    tree on a lent GPU machine may carry no .git, or a stale one that names another commit than the files."""
     env_commit = os.environ.get("TTT_BENCH_GIT_COMMIT", "").strip()
     if env_commit:
         return env_commit, os.environ.get("TTT_BENCH_GIT_DIRTY", "0") == "1"
+    commit = _cmd("git", "rev-parse", "HEAD")
+    if commit:
+        return commit, bool(_cmd("git", "status", "--porcelain", "--untracked-files=no"))
     return "unknown", False
 
 

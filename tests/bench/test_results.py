@@ -73,3 +73,18 @@ def test_git_state_from_environment_without_a_repository(monkeypatch) -> None:
     monkeypatch.delenv("TTT_BENCH_GIT_COMMIT")
     assert results.git_state() == ("unknown", False)
     results.git_state.cache_clear()
+
+
+def test_git_state_environment_wins_over_a_stale_repository(monkeypatch) -> None:
+    """A device copy may carry a .git of another commit than its files: the caller's commit is the one recorded."""
+    from bench import results
+
+    monkeypatch.setattr(results, "_cmd", lambda *args: "f7af3964" if "rev-parse" in args else "")
+    results.git_state.cache_clear()
+    monkeypatch.setenv("TTT_BENCH_GIT_COMMIT", "abc123")
+    monkeypatch.setenv("TTT_BENCH_GIT_DIRTY", "0")
+    assert results.git_state() == ("abc123", False)
+    monkeypatch.delenv("TTT_BENCH_GIT_COMMIT")
+    results.git_state.cache_clear()
+    assert results.git_state() == ("f7af3964", False)
+    results.git_state.cache_clear()
