@@ -8,11 +8,17 @@ lr eta = ttt_base_lr / d * sigmoid(x . theta_lr[h] + b_lr[h]), the per-position 
 The inner loop itself lives in `ttt.ops`; this module only prepares its inputs and owns the learned parameters.
 `forward` runs a whole sequence from the learned initial state (optionally writing the final state into a decode
 cache); `step` runs one token against a cache in place, with no host syncs, so it can be captured in a CUDA graph.
+
+impl "triton" at inference (no autograd) takes a fused path (`fused_forward` / `fused_step`, and `ttt.model.Block`
+around them): one GEMM for every input projection, one prologue kernel (q/k convs, RoPE, eta), the op, one epilogue
+kernel (post-norm, gate), o_proj; kernels in `ttt.fused`. `fused = False` on a layer (or TTT_FUSED=0 in the
+environment) keeps the unfused PyTorch code around the Triton op, which is also what runs when gradients are on.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +28,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from ttt.config import TTTConfig
+from ttt.fused.cache import DerivedParams
 from ttt.rope import apply_rope, rope_cos_sin
+
+FUSED_DEFAULT = os.environ.get("TTT_FUSED", "1") != "0"
+_FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def fused_path_possible(x: torch.Tensor, impl: str, fused: bool) -> bool:
+    """impl 'triton', asked for, inference only (the fused kernels have no backward, and their concatenated weights
+    are a cached copy), a dtype the kernels take, on CUDA (or under TRITON_INTERPRET for the CPU tests)."""
+    return (
+        impl == "triton"
+        and fused
+        and not torch.is_grad_enabled()
+        and x.dtype in _FUSED_DTYPES
+        and (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1")
+    )
 
 
 class RMSNorm(nn.Module):
@@ -122,10 +144,12 @@ class TTTBase(nn.Module):
     """Everything but the inner model: projections, convs, RoPE, eta, LN parameters, post-norm, gate, o_proj."""
 
     inner_names: tuple[str, ...] = ()
+    fused: bool = FUSED_DEFAULT  # impl "triton" at inference takes the fused kernels (set False to compare)
 
     def __init__(self, cfg: TTTConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        self._derived = DerivedParams()  # concatenated weights etc. of the fused path (not in state_dict)
         w, H, d, b = cfg.hidden_size, cfg.num_heads, cfg.head_dim, cfg.mini_batch_size
         self.num_heads, self.head_dim, self.mini_batch_size = H, d, b
         if cfg.share_qk:
@@ -234,6 +258,8 @@ class TTTBase(nn.Module):
     def forward(self, x: torch.Tensor, impl: str = "dual", cache: LayerCache | None = None) -> torch.Tensor:
         """x (B, T, width), a sequence from position 0. With `cache`, its TTT state and conv windows are set to
         the state after x (prefill)."""
+        if self.fusable(x, impl):
+            return self.fused_forward(x, cache)
         B, T, _ = x.shape
         q, k, v = self._qkv(x, cache, step=False)
         pos = torch.arange(T, device=x.device) % self.mini_batch_size
@@ -252,6 +278,8 @@ class TTTBase(nn.Module):
         """One token x (B, 1, width); pos (1,) long tensor = position inside the mini-batch. In-place, graph-safe.
         A sequence impl with a fused step of the same name (e.g. 'triton') decodes with it; others use the
         PyTorch step, the definition."""
+        if self.fusable(x, impl):
+            return self.fused_step(x, cache, pos, impl)
         q, k, v = self._qkv(x, cache, step=True)
         q, k = self._rope(q, k, pos)
         ops, _, step_fn = self._ops()
@@ -261,6 +289,100 @@ class TTTBase(nn.Module):
             mini_batch_size=self.mini_batch_size,
         )  # fmt: skip
         return self._output(x, z)
+
+    # -- fused inference path (impl "triton") -----------------------------------------------------------------
+    def fusable(self, x: torch.Tensor, impl: str) -> bool:
+        return fused_path_possible(x, impl, self.fused) and x.dtype == self.v_proj.weight.dtype
+
+    def _in_weight(self) -> torch.Tensor:
+        """[W_qk | W_q; W_k] + [W_v] + [W_g] + [theta_lr]: every input projection as one GEMM (ttt.fused.ttt_io
+        .in_layout gives the column offsets). A cached copy, rebuilt when any of these parameters changes."""
+        parts = [self.qk_proj.weight] if self.cfg.share_qk else [self.q_proj.weight, self.k_proj.weight]
+        parts += [self.v_proj.weight, *([self.g_proj.weight] if self.g_proj is not None else []), self.lr_weight]
+        return self._derived.get("in_proj", parts, lambda: torch.cat(parts, dim=0))
+
+    def _prologue_args(self) -> Any:
+        from ttt.fused.ttt_io import PrologueArgs
+
+        d, dev = self.head_dim, self.lr_bias.device
+
+        def table() -> torch.Tensor:  # the reference's own cos/sin at positions 0..b-1 (positions are mod b)
+            pos = torch.arange(self.mini_batch_size, device=dev)
+            return torch.stack(rope_cos_sin(pos, d, self.cfg.rope_theta, torch.float32))
+
+        cos_sin = self._derived.get("rope", [], table, extra=(str(dev), d, self.mini_batch_size))
+        convs = (
+            (self.conv_q.weight, self.conv_q.bias, self.conv_k.weight, self.conv_k.bias)
+            if self.cfg.share_qk
+            else (None,) * 4
+        )
+        return PrologueArgs(
+            *convs, lr_bias=self.lr_bias, cos=cos_sin[0], sin=cos_sin[1], head_dim=d,
+            eta_scale=self.cfg.ttt_base_lr / d,
+        )  # fmt: skip
+
+    def _token_eta_cached(self) -> torch.Tensor:
+        return self._derived.get("token_eta", [self.token_idx_bias], self.token_eta)
+
+    def _fused_layout(self) -> Any:
+        from ttt.fused.ttt_io import in_layout
+
+        return in_layout(self.cfg.hidden_size, self.num_heads, self.cfg.share_qk, self.g_proj is not None)
+
+    def _o_proj(self, a: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+        if out is None:
+            return self.o_proj(a)
+        # The residual add rides on the GEMM (beta = 1): no separate read of out and o.
+        W = a.shape[-1]
+        out.view(-1, W).addmm_(a.view(-1, W), self.o_proj.weight.t())
+        return out
+
+    def fused_forward(
+        self, x: torch.Tensor, cache: LayerCache | None = None, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """`forward(x, 'triton', cache)` through the fused kernels. With `out` (contiguous, same shape as x, owned by
+        the caller) returns out + forward(x), added into out in place."""
+        from ttt.fused import ttt_io
+
+        B = x.shape[0]
+        lay = self._fused_layout()
+        P = F.linear(x.contiguous(), self._in_weight())
+        qkv, eta = ttt_io.prologue(P, lay, self._prologue_args(), cache.qk_conv if cache is not None else None)
+        q, k, v = (self._heads(t) for t in qkv)  # (B, H, T, d) views sharing one set of strides
+        ops, entry, _ = self._ops()
+        z, state = _sequence_op(ops, entry, "triton")(
+            q, k, v, eta.transpose(1, 2), self._token_eta_cached(), self.ln_weight, self.ln_bias,
+            self.init_state(B), mini_batch_size=self.mini_batch_size,
+        )  # fmt: skip
+        if cache is not None:
+            cache.state.copy_(state)
+        a = ttt_io.epilogue(z, P, lay, self.post_norm.weight, self.post_norm.bias, self.post_norm.eps)
+        return self._o_proj(a, out)
+
+    def fused_step(
+        self,
+        x: torch.Tensor,
+        cache: LayerCache,
+        pos: torch.Tensor,
+        impl: str = "triton",
+        out: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """`step` through the fused kernels: in-proj GEMM, prologue (conv window advanced in place), the op's step,
+        epilogue, o_proj (into `out` in place when given, as `fused_forward`). No host syncs."""
+        from ttt.fused import ttt_io
+
+        lay = self._fused_layout()
+        P = F.linear(x.contiguous(), self._in_weight())
+        qkv, eta = ttt_io.prologue_step(P, lay, self._prologue_args(), cache.qk_conv, pos)
+        q, k, v = (self._heads(t) for t in qkv)
+        ops, _, step_fn = self._ops()
+        step_fn = getattr(ops, "STEP_IMPLS", {}).get(impl, step_fn)
+        z, _ = step_fn(
+            q, k, v, eta.transpose(1, 2), self._token_eta_cached(), self.ln_weight, self.ln_bias, cache.state,
+            mini_batch_size=self.mini_batch_size,
+        )  # fmt: skip
+        a = ttt_io.epilogue(z, P, lay, self.post_norm.weight, self.post_norm.bias, self.post_norm.eps)
+        return self._o_proj(a, out)
 
 
 class TTTLinear(TTTBase):

@@ -12,6 +12,7 @@ from torch import nn
 
 from ttt.config import TTTConfig
 from ttt.errors import UserError
+from ttt.fused.cache import DerivedParams
 from ttt.generation import GenerationMixin
 from ttt.layer import LayerCache, PreConv, RMSNorm, make_ttt_layer
 
@@ -26,9 +27,21 @@ class SwiGLU(nn.Module):
         self.gate_proj = nn.Linear(hidden, intermediate, bias=False)
         self.up_proj = nn.Linear(hidden, intermediate, bias=False)
         self.down_proj = nn.Linear(intermediate, hidden, bias=False)
+        self._derived = DerivedParams()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+    def fused_add(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """out + self(x), added into `out` (contiguous, the caller's) in place: gate and up as one GEMM over a cached
+        concatenated weight, one SiLU * up kernel, and down_proj with the residual add on the GEMM (beta = 1)."""
+        from ttt.fused.mlp import silu_mul
+
+        parts = [self.gate_proj.weight, self.up_proj.weight]
+        w = self._derived.get("gate_up", parts, lambda: torch.cat(parts, dim=0))
+        a = silu_mul(F.linear(x, w))
+        out.view(-1, out.shape[-1]).addmm_(a.view(-1, a.shape[-1]), self.down_proj.weight.t())
+        return out
 
 
 class Block(nn.Module):
@@ -43,17 +56,58 @@ class Block(nn.Module):
         self.mlp = SwiGLU(cfg.hidden_size, cfg.intermediate_size)
 
     def forward(self, x: torch.Tensor, impl: str, cache: LayerCache | None = None) -> torch.Tensor:
+        if self.ttt.fusable(x, impl):
+            return self._forward_fused(x, cache)
         if self.pre_conv is not None:
             x = x + self.pre_conv(x, cache.pre_conv if cache is not None else None)
         x = x + self.ttt(self.seq_norm(x), impl=impl, cache=cache)
         return x + self.mlp(self.ffn_norm(x))
 
     def step(self, x: torch.Tensor, cache: LayerCache, pos: torch.Tensor, impl: str) -> torch.Tensor:
+        if self.ttt.fusable(x, impl):
+            return self._step_fused(x, cache, pos, impl)
         if self.pre_conv is not None:
             assert cache.pre_conv is not None
             x = x + self.pre_conv.step(x, cache.pre_conv)
         x = x + self.ttt.step(self.seq_norm(x), cache, pos, impl)
         return x + self.mlp(self.ffn_norm(x))
+
+    # The fused path (impl "triton" at inference): the same block in 10 launches around the op (bench/notes/
+    # ttt_linear_fused.md counts them). Every residual-stream tensor it adds into in place is one it made itself
+    # (x1 from the pre-conv kernel, x2 from add_rmsnorm); x is never written.
+    def _forward_fused(self, x: torch.Tensor, cache: LayerCache | None) -> torch.Tensor:
+        from ttt.fused import norm
+
+        if self.pre_conv is not None:
+            pc = self.pre_conv
+            x1, h = norm.preconv_rmsnorm(
+                x, pc.norm.weight, pc.norm.eps, pc.conv.weight, pc.conv.bias, self.seq_norm.weight,
+                self.seq_norm.eps, state=cache.pre_conv if cache is not None else None,
+            )  # fmt: skip
+            x2 = self.ttt.fused_forward(h, cache, out=x1)
+            h2 = norm.rmsnorm(x2, self.ffn_norm.weight, self.ffn_norm.eps)
+        else:
+            h = norm.rmsnorm(x, self.seq_norm.weight, self.seq_norm.eps)
+            x2, h2 = norm.add_rmsnorm(x, self.ttt.fused_forward(h, cache), self.ffn_norm.weight, self.ffn_norm.eps)
+        return self.mlp.fused_add(h2, out=x2)
+
+    def _step_fused(self, x: torch.Tensor, cache: LayerCache, pos: torch.Tensor, impl: str) -> torch.Tensor:
+        from ttt.fused import norm
+
+        if self.pre_conv is not None:
+            pc = self.pre_conv
+            assert cache.pre_conv is not None
+            x1, h = norm.preconv_rmsnorm_step(
+                x, cache.pre_conv, pc.norm.weight, pc.norm.eps, pc.conv.weight, pc.conv.bias, self.seq_norm.weight,
+                self.seq_norm.eps,
+            )  # fmt: skip
+            x2 = self.ttt.fused_step(h, cache, pos, impl, out=x1)
+            h2 = norm.rmsnorm(x2, self.ffn_norm.weight, self.ffn_norm.eps)
+        else:
+            h = norm.rmsnorm(x, self.seq_norm.weight, self.seq_norm.eps)
+            o = self.ttt.fused_step(h, cache, pos, impl)
+            x2, h2 = norm.add_rmsnorm(x, o, self.ffn_norm.weight, self.ffn_norm.eps)
+        return self.mlp.fused_add(h2, out=x2)
 
 
 @dataclass

@@ -337,8 +337,11 @@ def ttt_linear_prefill(
         raise ValueError(f"shapes q{tuple(q.shape)} k{tuple(k.shape)} v{tuple(v.shape)} eta{tuple(eta.shape)} disagree")
     if token_eta.numel() != mini_batch_size:
         raise ValueError(f"token_eta has {token_eta.numel()} entries, mini_batch_size={mini_batch_size}")
-    # The kernel takes q, k, v (and out) with one set of strides and a unit last stride.
-    q, k, v = (x.contiguous() for x in (q, k, v))
+    # The kernel takes q, k, v with one set of strides and a unit last stride: views that already share them (the
+    # fused layer path's (B, H, T, d) views of one (3, B, T, W) buffer) go in without a copy; `out` follows q's
+    # layout (empty_like keeps a dense view's strides), the kernel takes its strides separately.
+    if not (q.stride() == k.stride() == v.stride() and q.stride(-1) == 1):
+        q, k, v = (x.contiguous() for x in (q, k, v))
     W, b, W_acc, b_acc = (x.contiguous() for x in (W, b, W_acc, b_acc))
     out = torch.empty_like(q)
     Wo, bo, Wao, bao = (torch.empty_like(x) for x in (W, b, W_acc, b_acc))
