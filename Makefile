@@ -10,7 +10,7 @@ PY ?= .venv/bin/python
 endif
 STAMP := .stamp-$(subst /,_,$(PY))
 
-.PHONY: setup test lint bench-latency bench-op plots registry clean
+.PHONY: setup test lint bench-latency bench-op bench-ppl plots registry clean
 
 setup: $(STAMP)
 
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	  .venv/bin/python -m pip install -q --upgrade pip; \
 	  .venv/bin/python -m pip install -q torch==2.13.0; \
 	fi
-	$(PY) -m pip install -q -e ".[dev]" || { echo "setup: pip could not install ttt-bench's dependencies for $(PY)" >&2; exit 1; }
+	$(PY) -m pip install -q -e ".[dev,eval]" || { echo "setup: pip could not install ttt-bench's dependencies for $(PY)" >&2; exit 1; }
 	@touch $@
 
 test: $(STAMP)
@@ -38,6 +38,23 @@ bench-latency: $(STAMP)
 
 bench-op: $(STAMP)
 	$(PY) -m bench.run +sweep=op
+
+# Matched training of the four small models on the offline corpus, then perplexity vs ctx and loss by token index.
+# The settings of the committed H100 run (results/logs/train_session2/command.sh); without a GPU, a labelled tiny run.
+PPL_MODELS ?= transformer mamba ttt_linear ttt_mlp
+PPL_GPU_ARGS ?= size=small train.ctx=2048 train.batch=32 train.tokens=6291456
+PPL_CPU_ARGS ?= size=tiny train.ctx=256 train.batch=4 train.tokens=32768
+bench-ppl: $(STAMP)
+	@if $(PY) -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then \
+	  args="$(PPL_GPU_ARGS)"; dir=checkpoints; \
+	else \
+	  echo "bench-ppl: no GPU, so a small labelled CPU run (tiny models, few tokens), not a paper measurement"; \
+	  args="$(PPL_CPU_ARGS)"; dir=checkpoints/cpu; \
+	fi; \
+	ckpts=""; for m in $(PPL_MODELS); do \
+	  $(PY) -m bench.train model=$$m $$args out=$$dir/$$m || exit 1; ckpts="$$ckpts,$$dir/$$m"; \
+	done; \
+	$(PY) -m bench.ppl "checkpoints=[$${ckpts#,}]" allow_extrapolation=true
 
 plots: $(STAMP)
 	$(PY) -m plots

@@ -16,9 +16,14 @@ model, the RNNs at any ctx with their train ctx recorded, a Transformer only up 
 allow_extrapolation=true: RoPE positions beyond it were never trained); `trained_per_ctx` (the paper's) evaluates
 each of several checkpoints at its own train ctx only, on the same L-token sequences.
 
-Loss by token (`loss_by_token` rows): at each checkpoint's largest evaluated ctx, the mean loss over the positions
-of a bucket inside the window; `token_index` is the bucket's last position (1-based: position p predicts the p-th
-token of the window's targets), `token_index_start` its first, and the buckets cover every position once.
+Loss by token (`loss_by_token` rows): at each checkpoint's largest evaluated ctx (under trained_per_ctx only for
+the checkpoint trained at L), the mean loss over the positions of a bucket inside the window; `token_index` is the
+bucket's last position (1-based: position p predicts the p-th token of the window's targets), `token_index_start`
+its first; the buckets cover every position once, and their edges are the same for every ctx (bucket_ranges).
+
+Rows also carry, beyond the schema: train_ctx, corpus_checksum (12 hex), n_sequences, seq_len (L),
+windows_per_forward, checkpoint_dir, train_tokens, and for loss_by_token token_index_start and buckets. `batch` is
+the number of sequences N (constant over ctx, so a figure's line is never split by it).
 
 Each checkpoint runs with the fastest implementation on the device (bench/registry.py), checked against the
 reference on a short random input first; bf16 on CUDA, fp32 on CPU. Rows are appended per (checkpoint, ctx), so a
@@ -198,15 +203,30 @@ def measure_rows(
     buckets: dict[str, Any],
     on_batch: Callable[[], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Partial rows (ppl, loss, and loss_by_token buckets where asked) of one model at one ctx."""
+    """Partial rows (ppl, loss, and loss_by_token buckets where asked) of one model at one ctx. Out of memory, the
+    windows per forward are halved and the ctx run again; only a single window that does not fit raises."""
     device = next(net.parameters()).device
-    latency._reset_peak(device)
-    start = time.perf_counter()
-    wl = window_losses(net, es.tokens, ctx, batch=batch, by_position=LBT in metrics, on_batch=on_batch)
+    while True:
+        latency._reset_peak(device)
+        start = time.perf_counter()
+        try:
+            wl = window_losses(net, es.tokens, ctx, batch=batch, by_position=LBT in metrics, on_batch=on_batch)
+            break
+        except torch.OutOfMemoryError:
+            if batch == 1:
+                raise
+        # Outside the except block: its frames (and the batch's tensors) are gone, so the memory can go back.
+        latency.free_memory()
+        batch //= 2
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - start
-    common = {"stat": "mean", "peak_mem_bytes": latency._peak(device), "tokens_per_s": wl.n_tokens / elapsed}
+    common = {
+        "stat": "mean",
+        "peak_mem_bytes": latency._peak(device),
+        "tokens_per_s": wl.n_tokens / elapsed,
+        "windows_per_forward": batch,
+    }
     mean = wl.loss_sum / wl.n_tokens
     rows = [
         dict(common, metric="ppl", value=math.exp(mean), unit="ppl", n_tokens=wl.n_tokens),
@@ -512,13 +532,17 @@ def _key(s: Setup, ck: Ckpt, ctx: int, metric: str, prov: dict[str, Any]) -> tup
     )
 
 
-def _batch(s: Setup, ctx: int) -> int:
-    return max(1, s.tokens_per_batch // ctx)
+def _windows(s: Setup, ck: Ckpt, ctx: int) -> int:
+    return len(ck.evalset.paths) * (s.length // ctx)
+
+
+def _batch(s: Setup, ck: Ckpt, ctx: int) -> int:
+    """Windows per forward: tokens_per_batch // ctx, at least 1, at most all the windows there are."""
+    return min(max(1, s.tokens_per_batch // ctx), _windows(s, ck, ctx))
 
 
 def _n_batches(s: Setup, ck: Ckpt, ctx: int) -> int:
-    windows = len(ck.evalset.paths) * (s.length // ctx)
-    return -(-windows // _batch(s, ctx))
+    return -(-_windows(s, ck, ctx) // _batch(s, ck, ctx))
 
 
 def run(s: Setup) -> int:
@@ -585,11 +609,11 @@ def _run_checkpoint(
             rows = _guarded(
                 todo,
                 lambda: measure_rows(
-                    net, ck.evalset, ctx, batch=_batch(s, ctx), metrics=set(todo), buckets=s.buckets,  # noqa: B023
+                    net, ck.evalset, ctx, batch=_batch(s, ck, ctx), metrics=set(todo), buckets=s.buckets,  # noqa: B023
                     on_batch=lambda: bar.update(1),
                 ),
             )  # fmt: skip
-        point = dict(base, ctx=ctx, windows_per_forward=_batch(s, ctx))
+        point = dict(base, ctx=ctx, windows_per_forward=_batch(s, ck, ctx))
         written += results.append(
             s.results, [_extras_as_text(results.complete(point | r, prov, cfg_hash)) for r in rows]
         )

@@ -50,6 +50,16 @@ def _series(rows: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
+def _beyond_train_ctx(rows: pd.DataFrame) -> list[str]:
+    """A note per series evaluated at a ctx longer than its checkpoint was trained at (a Transformer there runs on
+    RoPE positions it never trained on; an RNN's extrapolation is the point of the figure, but still said)."""
+    ok = rows[(rows["status"] == "ok") & rows["train_ctx"].notna() & (rows["ctx"] > rows["train_ctx"])]
+    return [
+        f"evaluated beyond the train ctx {fmt_x(tc)}: {', '.join(sorted(set(grp['series'])))}"
+        for tc, grp in ok.groupby("train_ctx", sort=True)
+    ]
+
+
 def draw_ppl_ctx(rows: pd.DataFrame, out_dir: Path, ref: pd.DataFrame | None = None) -> FigureResult:
     """Perplexity vs evaluation context length, one line per model/impl (split by size/dataset if several)."""
     name, title = "ppl_vs_ctx", "Perplexity vs context length (lower is better)"
@@ -59,7 +69,7 @@ def draw_ppl_ctx(rows: pd.DataFrame, out_dir: Path, ref: pd.DataFrame | None = N
         return skipped(name, title, "no rows with mode=ppl, metric ppl")
     pts = points(used, "ctx")
     fig, (ax,) = new_figure()
-    notes = draw_series(ax, pts)
+    notes = draw_series(ax, pts) + _beyond_train_ctx(used)
     if reference.overlay_lines(ax, reference.for_figure(ref, name, "ppl"), MODEL_COLORS):
         notes.append("dashed: the paper's values (plots/paper_reference.csv), not measured here")
     ctx_axis(ax, list(pts["x"]))
@@ -80,7 +90,7 @@ def draw_loss_by_token(rows: pd.DataFrame, out_dir: Path, ref: pd.DataFrame | No
     used = used.assign(pos=used["token_index"].fillna(used["ctx"]))
     pts = points(used, "pos")
     fig, (ax,) = new_figure()
-    notes = draw_series(ax, pts, spread=False)
+    notes = draw_series(ax, pts, spread=False) + _beyond_train_ctx(used)
     if reference.overlay_lines(ax, reference.for_figure(ref, name, "loss_by_token"), MODEL_COLORS):
         notes.append("dashed: the paper's values (plots/paper_reference.csv), not measured here")
     ax.set_xscale("log", base=2)
