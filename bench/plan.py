@@ -88,6 +88,8 @@ def _as_list(value: Any) -> list[Any]:
 
 def make_plan(cfg: DictConfig, explicit: set[str]) -> Plan:
     """Resolve `cfg` for this machine; `explicit` holds the keys given on the command line (they always win)."""
+    if cfg.bench.name == "ppl":  # conf/bench/ppl.yaml belongs to `python -m bench.ppl`, not the latency harness
+        raise UserError("bench=ppl is perplexity evaluation: run `python -m bench.ppl checkpoints=[...]`")
     device = resolve_device(cfg.hardware.get("device", "auto"))
     on_cpu = device.type != "cuda"
     cpu_defaults = cfg.hardware.get("cpu_default") or {}

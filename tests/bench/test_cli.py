@@ -34,6 +34,7 @@ def _run(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
         (["dtype=fp8"], "unknown dtype 'fp8'"),
         (["model=transformer", "impl=flash_attn"], "flash_attn"),
         (["model=mamba", "impl=nope"], "unknown impl 'nope'"),
+        (["bench=ppl"], "run `python -m bench.ppl"),
     ],
 )
 def test_bad_override_is_one_line(args, needle, tmp_path):
