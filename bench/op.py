@@ -1,4 +1,5 @@
-"""Op-level timing of TTT-Linear kernels and their peers: 32 heads x 64 dims, bf16, one forward of the core op.
+"""Op-level timing of TTT-Linear kernels and their peers, and of TTT-MLP's (hidden 4d): 32 heads x 64 dims, bf16,
+one forward of the core op.
 
 `measure(cfg)` yields partial result rows (the lead's runner adds provenance and writes them); every failure
 (absent package, OOM, kernel error) becomes a row with `status`/`error`, never an exception. Shapes:
@@ -33,6 +34,8 @@ IMPLS = (
     "ttt_linear/triton",
     "ttt_linear/triton-bf16",
     "ttt_linear/dual",
+    "ttt_mlp/triton",
+    "ttt_mlp/dual",
     "fla/chunk_ttt_linear",
     "fla/fused_chunk_ttt_linear",
     "sdpa/flash",
@@ -96,6 +99,20 @@ class Inputs:
 
         return init_state(self.W0, self.b0, B or self.B)
 
+    def mlp_state(self, B: int | None = None):
+        """TTT-MLP's state (W1 d x 4d, W2 4d x d ~ N(0, 0.02)), drawn from a generator of its own so that the
+        TTT-Linear inputs stay what they were."""
+        from ttt.ops.ttt_mlp import init_state
+
+        if not hasattr(self, "W1"):
+            g = torch.Generator(device="cuda").manual_seed(self.T + 1)
+            H, d = HEADS, DIM
+            self.W1, self.W2 = (
+                0.02 * torch.randn(*s, device="cuda", generator=g) for s in ((H, d, 4 * d), (H, 4 * d, d))
+            )
+            self.b1, self.b2 = torch.zeros(H, 4 * d, device="cuda"), torch.zeros(H, d, device="cuda")
+        return init_state(self.W1, self.b1, self.W2, self.b2, B or self.B)
+
 
 def _ttt_ref_slice(x: Inputs, fla_convention: bool = False) -> tuple[torch.Tensor, ...]:
     """The check slice (batch 0, first CHECK_H heads, first CHECK_T tokens) in fp32."""
@@ -149,6 +166,55 @@ def _ttt_impl(x: Inputs, impl: str) -> tuple[Callable[[], Any], Callable[[], flo
             return ttt_linear_triton(x.q, x.k, x.v, x.eta, x.token_eta, x.ln_w, x.ln_b, st, mini_batch_size=MB, **kw)[0]
 
     return fn, lambda: _check_ttt(x, fn())
+
+
+def mlp_triton_variant(impl: str) -> dict[str, Any]:
+    """'ttt_mlp/triton[-bf16|-tf32|-ieee][-wN][-sN][-rN][-hN][-nopf][-ln1|-ln2][-exact]' -> kwargs of ttt_mlp_triton
+    (warps, pipeline stages, register cap, hidden chunks of the hidden contractions, no register prefetch of the
+    next mini-batch, LN passes, exact tanh instead of tanh.approx; the defaults are ttt_mlp_prefill's)."""
+    kw: dict[str, Any] = {}
+    knobs = {"w": "num_warps", "s": "num_stages", "r": "maxnreg", "h": "hidden_chunks"}
+    for part in impl.split("/", 1)[1].split("-")[1:]:
+        if part[:1] in knobs and part[1:].isdigit():
+            kw[knobs[part[0]]] = int(part[1:])
+        elif part == "nopf":
+            kw["prefetch"] = False
+        elif part in ("ln1", "ln2"):
+            kw["one_pass_ln"] = part == "ln1"
+        elif part == "exact":
+            kw["fast_tanh"] = False
+        else:
+            kw["precision"] = part
+    return kw
+
+
+def _check_mlp(x: Inputs, out: torch.Tensor) -> float:
+    """The MLP op's output on the check slice vs the fp32 dual form on the same inputs and initial state."""
+    from ttt.ops.ttt_mlp import init_state, ttt_mlp_dual
+
+    q, k, v, eta = _ttt_ref_slice(x)
+    x.mlp_state(1)  # makes the initial weights
+    st = init_state(x.W1[:CHECK_H], x.b1[:CHECK_H], x.W2[:CHECK_H], x.b2[:CHECK_H], 1)
+    ref, _ = ttt_mlp_dual(q, k, v, eta, x.token_eta, x.ln_w[:CHECK_H], x.ln_b[:CHECK_H], st, mini_batch_size=MB)
+    return _rel(out[:1, :CHECK_H, : q.shape[2]], ref)
+
+
+def _mlp_impl(x: Inputs, impl: str) -> tuple[Callable[[], Any], Callable[[], float]]:
+    from ttt.ops.ttt_mlp import ttt_mlp_dual
+    from ttt.ops.ttt_mlp.prefill import ttt_mlp_triton
+
+    st = x.mlp_state()
+    if impl == "ttt_mlp/dual":
+
+        def fn():
+            return ttt_mlp_dual(x.q, x.k, x.v, x.eta, x.token_eta, x.ln_w, x.ln_b, st, mini_batch_size=MB)[0]
+    else:
+        kw = mlp_triton_variant(impl)
+
+        def fn():
+            return ttt_mlp_triton(x.q, x.k, x.v, x.eta, x.token_eta, x.ln_w, x.ln_b, st, mini_batch_size=MB, **kw)[0]
+
+    return fn, lambda: _check_mlp(x, fn())
 
 
 def _fla_impl(x: Inputs, impl: str) -> tuple[Callable[[], Any], Callable[[], float]]:
@@ -211,7 +277,10 @@ def _bytes(impl: str, B: int, T: int, elt: int) -> int:
     n = B * T * HEADS
     if impl.startswith("sdpa/"):
         return 4 * n * DIM * elt  # q, k, v read, o written
-    state = 2 * 2 * B * HEADS * (DIM * DIM + DIM) * 4  # W, b and their accumulators, in and out, fp32
+    if impl.startswith("ttt_mlp/"):  # W1 (d x 4d), b1, W2 (4d x d), b2 and their accumulators, in and out, fp32
+        state = 2 * 2 * B * HEADS * (2 * DIM * 4 * DIM + 4 * DIM + DIM) * 4
+    else:
+        state = 2 * 2 * B * HEADS * (DIM * DIM + DIM) * 4  # W, b and their accumulators, in and out, fp32
     return 4 * n * DIM * elt + n * elt + state
 
 
@@ -247,6 +316,8 @@ def measure(cfg: Any = None) -> Iterator[dict]:
 
 
 def _model(impl: str) -> str:
+    if impl.startswith("ttt_mlp/"):
+        return "ttt_mlp"
     return "attention" if impl.startswith("sdpa/") else "ttt_linear"
 
 
@@ -260,6 +331,9 @@ def _row(x: Inputs, impl: str, set_: str, B: int, T: int, dtype, bw: float, rep_
         if impl.startswith("ttt_linear/"):
             fn, check = _ttt_impl(x, impl)
             row["check_ref"] = "ttt_linear/dual fp32"
+        elif impl.startswith("ttt_mlp/"):
+            fn, check = _mlp_impl(x, impl)
+            row["check_ref"] = "ttt_mlp/dual fp32"
         elif impl.startswith("fla/"):
             fn, check = _fla_impl(x, impl)
             row["check_ref"] = "ttt_linear/triton ieee fp32, fla convention (const eta, f_res residual)"
@@ -269,7 +343,7 @@ def _row(x: Inputs, impl: str, set_: str, B: int, T: int, dtype, bw: float, rep_
         else:
             raise ValueError(f"unknown impl {impl!r}")
         row["check_rel_err"] = check()
-        med, lo, hi, n = _time(fn, rep_ms if impl != "ttt_linear/dual" else max(rep_ms, 1))
+        med, lo, hi, n = _time(fn, rep_ms if not impl.endswith("/dual") else max(rep_ms, 1))
         nbytes = _bytes(impl, B, T, x.q.element_size())
         row.update(value=med, spread_lo=lo, spread_hi=hi, repeats=n, bytes_moved=nbytes,
                    frac_hbm=nbytes / (med * 1e-3) / bw, copy_bw=bw,
@@ -314,11 +388,18 @@ def _decode_fns(impl: str, B: int, dtype: torch.dtype) -> Callable[[], Any]:
             return layer.step(h, conv, ssm)[0]
 
         return step
-    from ttt.ops.ttt_linear import STEP_IMPLS
-
     x = Inputs(B, 1, dtype)
-    st = x.state()
-    st.W_acc.normal_(std=1e-3), st.b_acc.normal_(std=1e-3)
+    if impl.startswith("ttt_mlp/"):
+        from ttt.ops.ttt_mlp import STEP_IMPLS
+
+        st = x.mlp_state()
+        for acc in (st.W1_acc, st.b1_acc, st.W2_acc, st.b2_acc):
+            acc.normal_(std=1e-3)
+    else:
+        from ttt.ops.ttt_linear import STEP_IMPLS
+
+        st = x.state()
+        st.W_acc.normal_(std=1e-3), st.b_acc.normal_(std=1e-3)
     fn = STEP_IMPLS[impl.split("/")[1].split("-")[0]]
     proj = None
     if impl.endswith("+proj"):  # q, k, v, o projections of the layer (2048 x 2048 each): a rough full-layer cost
@@ -343,8 +424,28 @@ DECODE_IMPLS = (
     "ttt_linear/triton-step",
     "ttt_linear/triton-step+proj",
     "ttt_linear/naive-step",
+    "ttt_mlp/triton-step",
     "mamba_ssm/Mamba.step",
 )
+
+
+def _check_mlp_step(B: int, dtype: torch.dtype) -> float:
+    """One Triton TTT-MLP step vs the PyTorch step (fp32 state, same inputs), from a state with non-zero
+    accumulators at mini-batch position 0; then 16 more steps, so the fold at the mini-batch's end is checked too."""
+    from ttt.ops.ttt_mlp import STEP_IMPLS
+
+    x = Inputs(B, 17, dtype, seed=1)
+    st = x.mlp_state()
+    for acc in (st.W1_acc, st.b1_acc, st.W2_acc, st.b2_acc):
+        acc.normal_(std=1e-3)
+    st_ref = st.clone()
+    err = 0.0
+    for t in range(17):
+        xs = [y[:, :, t : t + 1] for y in (x.q, x.k, x.v, x.eta)]
+        out = STEP_IMPLS["triton"](*xs, x.token_eta, x.ln_w, x.ln_b, st, mini_batch_size=MB)[0]
+        ref = STEP_IMPLS["naive"](*[y.float() for y in xs], x.token_eta, x.ln_w, x.ln_b, st_ref, mini_batch_size=MB)[0]
+        err = max(err, _rel(out, ref))
+    return err
 
 
 def measure_decode(cfg: Any = None) -> Iterator[dict]:
@@ -354,11 +455,13 @@ def measure_decode(cfg: Any = None) -> Iterator[dict]:
     B = int(cfg.get("batch", BATCH_B))
     for impl in cfg.get("impls") or DECODE_IMPLS:
         for cg in (True, False):
-            row = {"model": "mamba" if impl.startswith("mamba") else "ttt_linear", "impl": impl, "mode": "decode_op",
+            row = {"model": "mamba" if impl.startswith("mamba") else _model(impl), "impl": impl, "mode": "decode_op",
                    "ctx": 0, "batch": B, "dtype": dname, "metric": "time", "unit": "us", "cuda_graph": cg}  # fmt: skip
             try:
                 if not torch.cuda.is_available():
                     raise RuntimeError("no CUDA device")
+                if impl == "ttt_mlp/triton-step":  # checked before it is timed, like the prefill rows
+                    row.update(check_ref="ttt_mlp/naive step fp32", check_rel_err=_check_mlp_step(B, DTYPES[dname]))
                 step = _decode_fns(impl, B, DTYPES[dname])
                 fn = _graphed(step) if cg else step
                 med, lo, hi, n = _time(fn, int(cfg.get("rep_ms", 100)))
@@ -388,6 +491,9 @@ def _table(rows: Iterable[dict]) -> str:
         if impl.startswith("ttt_linear/triton"):
             peer = by.get((B, T, "fla/chunk_ttt_linear"), math.nan)
             lines.append(f"ratio fla_chunk/{impl.split('/')[1]} B={B} T={T}: {peer / v:.2f}x")
+        if impl.startswith("ttt_mlp/triton"):  # the MLP kernel's target: <= 2.5x TTT-Linear's kernel
+            lin = by.get((B, T, "ttt_linear/triton"), math.nan)
+            lines.append(f"ratio {impl}/ttt_linear/triton B={B} T={T}: {v / lin:.2f}x")
     return "\n".join(lines)
 
 
@@ -396,8 +502,11 @@ def kernel_report() -> str:
     out = []
     try:
         from ttt.ops.ttt_linear import decode, prefill
+        from ttt.ops.ttt_mlp import decode as mlp_decode
+        from ttt.ops.ttt_mlp import prefill as mlp_prefill
 
-        for kern in (prefill._ttt_linear_prefill_kernel, decode._ttt_linear_step_kernel):
+        for kern in (prefill._ttt_linear_prefill_kernel, decode._ttt_linear_step_kernel,
+                     mlp_prefill._ttt_mlp_prefill_kernel, mlp_decode._ttt_mlp_step_kernel):  # fmt: skip
             for cache in getattr(kern, "device_caches", {}).values():
                 for key, k in cache[0].items():
                     k._init_handles()

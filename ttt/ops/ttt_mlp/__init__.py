@@ -13,6 +13,7 @@ from ttt.ops.ttt_mlp.naive import ttt_mlp_naive, ttt_mlp_step
 
 __all__ = [
     "IMPLS",
+    "STEP_IMPLS",
     "TTTMLPState",
     "init_state",
     "register_impl",
@@ -22,11 +23,33 @@ __all__ = [
     "ttt_mlp_step",
 ]
 
+
+def _triton_prefill(*args, **kwargs) -> tuple[torch.Tensor, TTTMLPState]:
+    # Imported on first use: triton is an optional extra, and its import is slow.
+    from ttt.ops.ttt_mlp.prefill import ttt_mlp_triton
+
+    return ttt_mlp_triton(*args, **kwargs)
+
+
+def _triton_step(*args, **kwargs) -> tuple[torch.Tensor, TTTMLPState]:
+    from ttt.ops.ttt_mlp.decode import ttt_mlp_step_triton
+
+    return ttt_mlp_step_triton(*args, **kwargs)
+
+
 # name -> fn(q, k, v, eta, token_eta, ln_w, ln_b, state, *, mini_batch_size) -> (out, new_state)
 IMPLS: dict[str, Callable[..., tuple[torch.Tensor, TTTMLPState]]] = {
     "naive": ttt_mlp_naive,
     "dual": ttt_mlp_dual,
     "dual_compiled": ttt_mlp_dual_compiled,  # each mini-batch under torch.compile: the training path
+    "triton": _triton_prefill,
+}
+
+
+# name -> one-token step fn(q, k, v, eta, token_eta, ln_w, ln_b, state, *, mini_batch_size) -> (out, state), in place
+STEP_IMPLS: dict[str, Callable[..., tuple[torch.Tensor, TTTMLPState]]] = {
+    "naive": ttt_mlp_step,
+    "triton": _triton_step,
 }
 
 

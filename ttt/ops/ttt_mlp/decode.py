@@ -1,0 +1,163 @@
+"""Triton decode step for TTT-MLP: one token per sequence, the state updated in place (CUDA-graph capturable).
+
+One program per (batch, head). The state of one head (W1, W2 and their accumulators, 4 x 64 KB in fp32 at d = 64)
+does not fit in registers, so the kernel streams it in hidden-unit chunks of HC columns of W1 / rows of W2, in two
+passes (the LayerNorm gradient between them needs the whole second-layer output):
+    pass 1, per chunk: z1 = k W1 + b1, x2 = gelu(z1), z2 += x2 W2          -> eg2 = eta * LN-L2 gradient at z2 + b2
+    pass 2, per chunk: recompute z1, x2 (W1, W2 chunks re-read: L1/L2 hits), eg1 = (eg2 W2^T) gelu'(z1),
+                       acc += (k^T eg1, eg1, x2^T eg2), W_t = W - te[p] acc, xq = gelu(q W1_t + b1_t),
+                       zq2 += xq W2_t; store acc (zero when the mini-batch closes) and W_t (only when it closes)
+    out = q + LN(zq2 + b2_t)
+Same semantics as `naive.ttt_mlp_step`; the mini-batch position `offset` is read on the device (no host sync, no
+data-dependent Python branch) and advanced by a second one-thread launch, since every program must read the old
+value first. Bytes per step and head: W1, W2, both accumulators read, accumulators written: 384 KB at d = 64.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ttt.errors import UserError
+from ttt.ops.common import LN_EPS, TTTMLPState, check_args
+from ttt.ops.ttt_mlp.prefill import gelu_tanh, gelu_tanh_fwd_bwd, interpreting
+
+
+@triton.jit
+def _ln_stats(x, D: tl.constexpr, eps):
+    mu = tl.sum(x, axis=0) / D
+    xc = x - mu
+    return xc, 1.0 / tl.sqrt(tl.sum(xc * xc, axis=0) / D + eps)
+
+
+@triton.jit
+def _ttt_mlp_step_kernel(
+    q_ptr, k_ptr, v_ptr, eta_ptr, te_ptr, lnw_ptr, lnb_ptr,
+    W1_ptr, b1_ptr, W2_ptr, b2_ptr, W1a_ptr, b1a_ptr, W2a_ptr, b2a_ptr, off_ptr, o_ptr,
+    H, BS, stride_qb, stride_qh, stride_eb, stride_eh, eps,
+    D: tl.constexpr, HID: tl.constexpr, HC: tl.constexpr, FAST: tl.constexpr,
+):  # fmt: skip
+    pid = tl.program_id(0)
+    bi = pid // H
+    hi = pid % H
+    rd = tl.arange(0, D)
+    rc = tl.arange(0, HC)
+    xo = bi.to(tl.int64) * stride_qb + hi.to(tl.int64) * stride_qh
+    base = pid.to(tl.int64)
+    W1_p = W1_ptr + base * D * HID
+    W2_p = W2_ptr + base * HID * D
+    W1a_p = W1a_ptr + base * D * HID
+    W2a_p = W2a_ptr + base * HID * D
+    b1_p = b1_ptr + base * HID
+    b1a_p = b1a_ptr + base * HID
+    # Chunk c of W1 is W1[:, c*HC : c*HC+HC] (d x HC), of W2 the rows W2[c*HC : c*HC+HC, :] (HC x d).
+    o1 = rd[:, None] * HID + rc[None, :]
+    o2 = rc[:, None] * D + rd[None, :]
+
+    q = tl.load(q_ptr + xo + rd).to(tl.float32)
+    k = tl.load(k_ptr + xo + rd).to(tl.float32)
+    v = tl.load(v_ptr + xo + rd).to(tl.float32)
+    eta = tl.load(eta_ptr + bi.to(tl.int64) * stride_eb + hi.to(tl.int64) * stride_eh).to(tl.float32)
+    ln_w = tl.load(lnw_ptr + hi * D + rd).to(tl.float32)
+    ln_b = tl.load(lnb_ptr + hi * D + rd).to(tl.float32)
+    b2 = tl.load(b2_ptr + base * D + rd).to(tl.float32)
+    b2a = tl.load(b2a_ptr + base * D + rd).to(tl.float32)
+    p = tl.load(off_ptr).to(tl.int32)
+    te = tl.load(te_ptr + p).to(tl.float32)
+    closes = p == BS - 1
+
+    # Pass 1: the second-layer output on the key, at the mini-batch-start weights.
+    z2 = b2
+    for c in tl.range(0, HID // HC):
+        W1c = tl.load(W1_p + c * HC + o1).to(tl.float32)
+        z1 = tl.sum(k[:, None] * W1c, axis=0) + tl.load(b1_p + c * HC + rc).to(tl.float32)
+        W2c = tl.load(W2_p + c * HC * D + o2).to(tl.float32)
+        z2 += tl.sum(gelu_tanh(z1, FAST)[:, None] * W2c, axis=0)
+    zc, rstd = _ln_stats(z2, D, eps)
+    xhat = zc * rstd
+    gx = (ln_w * xhat + ln_b - (v - k)) * ln_w
+    eg2 = eta * (D * gx - tl.sum(gx, axis=0) - xhat * tl.sum(gx * xhat, axis=0)) * (rstd / D)
+
+    # Pass 2: first-layer gradient, accumulators, the weights this token sees, its output.
+    zq2 = tl.zeros([D], dtype=tl.float32)
+    for c in tl.range(0, HID // HC):
+        W1c = tl.load(W1_p + c * HC + o1).to(tl.float32)
+        b1c = tl.load(b1_p + c * HC + rc).to(tl.float32)
+        W2c = tl.load(W2_p + c * HC * D + o2).to(tl.float32)
+        x2, dz1 = gelu_tanh_fwd_bwd(tl.sum(k[:, None] * W1c, axis=0) + b1c, FAST)
+        eg1 = tl.sum(W2c * eg2[None, :], axis=1) * dz1
+        A1 = tl.load(W1a_p + c * HC + o1).to(tl.float32) + k[:, None] * eg1[None, :]
+        a1 = tl.load(b1a_p + c * HC + rc).to(tl.float32) + eg1
+        A2 = tl.load(W2a_p + c * HC * D + o2).to(tl.float32) + x2[:, None] * eg2[None, :]
+        W1t = W1c - te * A1
+        b1t = b1c - te * a1
+        W2t = W2c - te * A2
+        xq = gelu_tanh(tl.sum(q[:, None] * W1t, axis=0) + b1t, FAST)
+        zq2 += tl.sum(xq[:, None] * W2t, axis=0)
+        tl.store(W1a_p + c * HC + o1, tl.where(closes, 0.0, A1).to(W1a_ptr.dtype.element_ty))
+        tl.store(b1a_p + c * HC + rc, tl.where(closes, 0.0, a1).to(b1a_ptr.dtype.element_ty))
+        tl.store(W2a_p + c * HC * D + o2, tl.where(closes, 0.0, A2).to(W2a_ptr.dtype.element_ty))
+        # The weights change only when the mini-batch closes: masked stores, so a common step writes half the bytes.
+        tl.store(W1_p + c * HC + o1, W1t.to(W1_ptr.dtype.element_ty), mask=(o1 * 0 + closes.to(tl.int32)) != 0)
+        tl.store(b1_p + c * HC + rc, b1t.to(b1_ptr.dtype.element_ty), mask=(rc * 0 + closes.to(tl.int32)) != 0)
+        tl.store(W2_p + c * HC * D + o2, W2t.to(W2_ptr.dtype.element_ty), mask=(o2 * 0 + closes.to(tl.int32)) != 0)
+
+    a2 = b2a + eg2
+    b2t = b2 - te * a2
+    zc_o, rstd_o = _ln_stats(zq2 + b2t, D, eps)
+    out = q + zc_o * rstd_o * ln_w + ln_b
+    tl.store(o_ptr + xo + rd, out.to(o_ptr.dtype.element_ty))
+    tl.store(b2a_ptr + base * D + rd, tl.where(closes, 0.0, a2).to(b2a_ptr.dtype.element_ty))
+    tl.store(b2_ptr + base * D + rd, b2t.to(b2_ptr.dtype.element_ty), mask=(rd * 0 + closes.to(tl.int32)) != 0)
+
+
+@triton.jit
+def _advance_offset_kernel(off_ptr, BS):
+    p = tl.load(off_ptr)
+    tl.store(off_ptr, (p + 1) % BS)
+
+
+def ttt_mlp_step_triton(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    eta: torch.Tensor,
+    token_eta: torch.Tensor,
+    ln_w: torch.Tensor,
+    ln_b: torch.Tensor,
+    state: TTTMLPState,
+    *,
+    mini_batch_size: int = 16,
+    hidden_chunk: int | None = None,
+    num_warps: int | None = None,
+) -> tuple[torch.Tensor, TTTMLPState]:
+    """One token: q, k, v (B, H, 1, d), eta (B, H, 1). Updates `state` in place (its tensors must be contiguous) and
+    returns (out, state), like `naive.ttt_mlp_step`. Two launches, no host sync: capturable in a CUDA graph.
+    `hidden_chunk`: hidden units streamed per step of the two passes; default min(4d, 32) and 8 warps at 4d = 256:
+    the spill-free choice in the sm_90a compiler's report (64 a step at 4 warps spills)."""
+    check_args(q, token_eta, mini_batch_size)
+    if not q.is_cuda and not interpreting():
+        raise UserError("ttt_mlp_step impl 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tests)")
+    B, H, T, D = q.shape
+    HID = state.W1.shape[-1]
+    if T != 1:
+        raise UserError(f"ttt_mlp_step takes one token, got T={T}")
+    if D < 16 or D & (D - 1) or HID < 16 or HID & (HID - 1):
+        raise UserError(f"ttt_mlp_step triton: head_dim={D}, hidden={HID}: both must be powers of two >= 16")
+    HC = hidden_chunk or min(HID, 32)
+    num_warps = num_warps or (8 if D * HID >= 64 * 256 else 4)
+    if HC & (HC - 1) or HID % HC:
+        raise UserError(f"ttt_mlp_step triton: hidden_chunk={HC} must be a power of two dividing {HID}")
+    st = (state.W1, state.b1, state.W2, state.b2, state.W1_acc, state.b1_acc, state.W2_acc, state.b2_acc)
+    if not all(t.is_contiguous() for t in st):
+        raise UserError("the Triton step updates the state in place and needs contiguous state tensors")
+    q, k, v = (x.contiguous() for x in (q, k, v))
+    out = torch.empty_like(q)
+    _ttt_mlp_step_kernel[(B * H,)](
+        q, k, v, eta, token_eta, ln_w, ln_b, *st, state.offset, out,
+        H, mini_batch_size, q.stride(0), q.stride(1), eta.stride(0), eta.stride(1), LN_EPS,
+        D=D, HID=HID, HC=HC, FAST=False, num_warps=num_warps,
+    )  # fmt: skip
+    _advance_offset_kernel[(1,)](state.offset, mini_batch_size, num_warps=1)
+    return out, state
