@@ -36,8 +36,10 @@ DEDUP_KEY: list[str] = [
 
 
 def result_files(results_dir: Path) -> list[Path]:
-    """Every CSV under `results_dir` (top level and nested), in a stable order."""
-    return sorted(p for p in Path(results_dir).rglob("*.csv") if p.is_file())
+    """Every CSV under `results_dir` (top level and nested), in a stable order; `logs/` holds run logs (e.g. the
+    per-step training logs), not result rows."""
+    root = Path(results_dir)
+    return sorted(p for p in root.rglob("*.csv") if p.is_file() and "logs" not in p.relative_to(root).parts[:-1])
 
 
 def normalize(df: pd.DataFrame) -> pd.DataFrame:
@@ -70,7 +72,23 @@ def load_results(results_dir: Path | str) -> pd.DataFrame:
     if not frames:
         return normalize(pd.DataFrame(columns=SCHEMA_COLUMNS + ["source_file"]))
     df = normalize(pd.concat(frames, ignore_index=True))
-    return df.drop_duplicates(subset=DEDUP_KEY, keep="first").reset_index(drop=True)
+    return newest_code(df.drop_duplicates(subset=DEDUP_KEY, keep="first")).reset_index(drop=True)
+
+
+# One measured point across runs: what a re-measurement replaces (run and commit left out on purpose).
+POINT_KEY: list[str] = [k for k in DEDUP_KEY if k not in ("run_id", "git_commit")] + ["gpu_name"]
+
+
+def newest_code(df: pd.DataFrame) -> pd.DataFrame:
+    """Per point, only the rows of the newest commit that measured it: an impl keeps its name while its code gets
+    faster (e.g. ttt_linear/triton before and after the layer fusion), so a median over commits would blend two
+    programs. Repeated runs of that newest commit still all count. Older rows stay in the CSVs as history."""
+    if df.empty or df["time"].isna().all():
+        return df
+    key = df[POINT_KEY].astype("string").fillna("<NA>").agg("\x1f".join, axis=1)
+    t = pd.to_datetime(df["time"], errors="coerce", utc=True)
+    newest = df.assign(_k=key, _t=t).sort_values("_t").groupby("_k")["git_commit"].last()
+    return df[df["git_commit"].astype("string").fillna("") == key.map(newest).astype("string").fillna("")]
 
 
 def select(df: pd.DataFrame, mode: str, metrics: list[str] | None = None) -> pd.DataFrame:
