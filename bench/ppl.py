@@ -49,6 +49,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from bench import checkpoint, data, latency, registry, results
+from bench.cli import explicit_keys, guarded
 from bench.plan import DTYPES, dtype_name, resolve_device
 from ttt.errors import UserError
 
@@ -696,23 +697,12 @@ def execute(cfg: DictConfig, explicit: set[str] | None = None) -> int:
     return run(s)
 
 
-def _explicit_keys() -> set[str]:
-    from hydra.core.hydra_config import HydraConfig
-
-    try:
-        overrides = HydraConfig.get().overrides.task
-    except ValueError:
-        return set()
-    return {o.split("=", 1)[0].lstrip("+~") for o in overrides}
-
-
 @hydra.main(config_path="../conf", config_name="ppl", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    try:
-        n = execute(cfg, _explicit_keys())
-    except UserError as e:
-        sys.exit("error: " + " ".join(str(e).split()))
-    print(f"{n} row(s) written", file=sys.stderr)
+    def go() -> None:
+        print(f"{execute(cfg, explicit_keys())} row(s) written", file=sys.stderr)
+
+    guarded(go)
 
 
 if __name__ == "__main__":

@@ -20,11 +20,11 @@ from typing import Any
 
 import hydra
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from bench import hw, latency, registry, results
+from bench.cli import explicit_keys, guarded, main_with_groups
 from bench.plan import DTYPES, Plan, describe, make_plan
 from ttt.errors import UserError
 
@@ -210,55 +210,16 @@ def execute(cfg: DictConfig, explicit: set[str]) -> int:
     return run_latency(plan, prov, hashes)
 
 
-def _explicit_keys() -> set[str]:
-    """Keys given on the command line (model=..., +sweep=..., sweep.ctxs=...), without +/~/++ prefixes."""
-    try:
-        overrides = HydraConfig.get().overrides.task
-    except ValueError:
-        return set()
-    return {o.split("=", 1)[0].lstrip("+~") for o in overrides}
-
-
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    try:
-        n = execute(cfg, _explicit_keys())
-    except UserError as e:
-        sys.exit(_one_line(e))
-    print(f"{n} row(s) written", file=sys.stderr)
+    def go() -> None:
+        print(f"{execute(cfg, explicit_keys())} row(s) written", file=sys.stderr)
 
-
-def _one_line(e: BaseException) -> str:
-    return "error: " + " ".join(str(e).split())
-
-
-def check_groups(argv: list[str]) -> None:
-    """Unknown config-group options (model=foo, size=2b) fail here with one line, before Hydra's multi-line
-    'Could not find' report; everything else is Hydra's to parse."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    args = [a for a in argv if "=" in a and not a.startswith("-")]
-    try:
-        overrides = OverridesParser.create().parse_overrides(args)
-    except Exception as e:  # a malformed override: Hydra's parser message is already one line
-        raise UserError(str(e).splitlines()[0]) from None
-    for o in overrides:
-        group = o.key_or_group
-        if group not in GROUPS or o.is_delete():
-            continue
-        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
-        known = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
-        for v in values:
-            if v not in known:
-                raise UserError(f"unknown {group} '{v}'; known: {', '.join(known)}")
+    guarded(go)
 
 
 def cli() -> None:
-    try:
-        check_groups(sys.argv[1:])
-    except UserError as e:
-        sys.exit(_one_line(e))
-    main()
+    main_with_groups(main, GROUPS)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from bench import checkpoint, data, optim, registry, results
+from bench.cli import guarded, main_with_groups
 from bench.plan import resolve_device
 from ttt.errors import UserError
 
@@ -597,45 +598,13 @@ def execute(cfg: DictConfig) -> dict[str, Any]:
     return run(resolve(cfg))
 
 
-def _one_line(e: BaseException) -> str:
-    return "error: " + " ".join(str(e).split())
-
-
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    try:
-        execute(cfg)
-    except UserError as e:
-        sys.exit(_one_line(e))
-
-
-def check_groups(argv: list[str]) -> None:
-    """Unknown config-group options (model=foo, size=2b, data=x, train=y) fail here with one line, before Hydra's
-    multi-line 'Could not find' report."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    args = [a for a in argv if "=" in a and not a.startswith("-")]
-    try:
-        overrides = OverridesParser.create().parse_overrides(args)
-    except Exception as e:  # a malformed override: the parser's message is already one line
-        raise UserError(str(e).splitlines()[0]) from None
-    for o in overrides:
-        group = o.key_or_group
-        if group not in GROUPS or o.is_delete():
-            continue
-        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
-        known = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
-        for v in values:
-            if v not in known:
-                raise UserError(f"unknown {group} '{v}'; known: {', '.join(known)}")
+    guarded(lambda: execute(cfg))
 
 
 def cli() -> None:
-    try:
-        check_groups(sys.argv[1:])
-    except UserError as e:
-        sys.exit(_one_line(e))
-    main()
+    main_with_groups(main, GROUPS)
 
 
 if __name__ == "__main__":
