@@ -40,7 +40,7 @@ bench-op: $(STAMP)
 	$(PY) -m bench.run +sweep=op
 
 # Matched training of the four small models on the offline corpus, then perplexity vs ctx and loss by token index.
-# The settings of the committed H100 run (results/logs/train_session2/command.sh); without a GPU, a labelled tiny run.
+# The settings of the committed H100 run (bench/notes/ppl_run_gpu.sh); without a GPU, a labelled tiny run.
 PPL_MODELS ?= transformer mamba ttt_linear ttt_mlp
 PPL_GPU_ARGS ?= size=small train.ctx=2048 train.batch=32 train.tokens=6291456
 PPL_CPU_ARGS ?= size=tiny train.ctx=256 train.batch=4 train.tokens=32768
