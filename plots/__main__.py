@@ -10,6 +10,7 @@ from plots.figures import draw_all
 from plots.reference import REFERENCE_PATH, load_reference
 from plots.report import write_report
 from plots.rows import load_results
+from plots.targets import all_targets
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,7 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     figures = draw_all(rows, args.out, ref)
     for fig in figures:
         print(f"{fig.name}: " + (", ".join(str(p) for p in fig.paths) if fig.drawn else f"skipped ({fig.skipped})"))
-    report = write_report(args.report or args.results / "REPORT.md", rows, figures, all_claims(rows), args.results)
+    report = write_report(
+        args.report or args.results / "REPORT.md", rows, figures, all_claims(rows) + all_targets(rows), args.results
+    )
     print(f"report: {report}")
     return 0
 

@@ -20,7 +20,7 @@ SCHEMA_COLUMNS: list[str] = [
 # Columns beyond the schema that individual figures read when rows carry them (absent -> that figure skips).
 OPTIONAL_COLUMNS: list[str] = [
     "token_index", "mini_batch_size", "variant", "flops", "dataset", "checkpoint", "corpus", "protocol", "train_ctx",
-    "n_tokens",
+    "n_tokens", "shape_set", "cuda_graph",
 ]  # fmt: skip
 
 NUMERIC_COLUMNS: list[str] = [
@@ -31,7 +31,7 @@ NUMERIC_COLUMNS: list[str] = [
 # Key of one measured quantity: a row seen twice (e.g. a run copied into results/baselines/) counts once.
 DEDUP_KEY: list[str] = [
     "run_id", "model", "impl", "size", "mode", "ctx", "batch", "dtype", "metric", "device", "git_commit",
-    "token_index", "mini_batch_size", "variant", "flops", "dataset", "checkpoint", "protocol",
+    "token_index", "mini_batch_size", "variant", "flops", "dataset", "checkpoint", "protocol", "shape_set", "cuda_graph",
 ]  # fmt: skip
 
 
