@@ -16,7 +16,7 @@ from plots.lines import draw_series
 from plots.provenance import caption_lines
 from plots.rows import select
 from plots.series import add_series, fmt_x, pivot, points
-from plots.style import MODEL_COLORS, caption, ctx_axis, legend_outside, new_figure, save, ylabel
+from plots.style import MODEL_COLORS, caption, ctx_axis, legend_outside, new_figure, plain_log_y, save, ylabel
 
 PPL_METRICS = ["ppl", "perplexity"]
 
@@ -73,7 +73,9 @@ def draw_ppl_ctx(rows: pd.DataFrame, out_dir: Path, ref: pd.DataFrame | None = N
     if reference.overlay_lines(ax, reference.for_figure(ref, name, "ppl"), MODEL_COLORS):
         notes.append("dashed: the paper's values (plots/paper_reference.csv), not measured here")
     ctx_axis(ax, list(pts["x"]))
-    ax.set_ylabel("perplexity")
+    _mark_train_ctx(ax, used)
+    plain_log_y(ax)  # one extrapolating model can sit far above the rest; ratios read the same everywhere
+    ax.set_ylabel("perplexity (log scale)")
     ax.set_title(title)
     legend_outside(fig, [ax])
     caption(fig, caption_lines(used, notes))
@@ -94,6 +96,7 @@ def draw_loss_by_token(rows: pd.DataFrame, out_dir: Path, ref: pd.DataFrame | No
     if reference.overlay_lines(ax, reference.for_figure(ref, name, "loss_by_token"), MODEL_COLORS):
         notes.append("dashed: the paper's values (plots/paper_reference.csv), not measured here")
     ax.set_xscale("log", base=2)
+    _mark_train_ctx(ax, used)
     ax.set_xlabel("token index (end of bucket, log scale)")
     ax.xaxis.set_major_formatter(_k_formatter())
     ax.set_ylabel(ylabel("loss_by_token", next(iter(used["unit"].dropna()), "nats")))
@@ -102,6 +105,14 @@ def draw_loss_by_token(rows: pd.DataFrame, out_dir: Path, ref: pd.DataFrame | No
     ctxs = sorted({int(c) for c in used["ctx"].dropna()})
     caption(fig, caption_lines(used, [f"sequence length(s): {', '.join(map(str, ctxs))}"] + notes))
     return FigureResult(name, title, save(fig, out_dir, name), _coarse(pivot(pts, "{:.4f}")), notes)
+
+
+def _mark_train_ctx(ax, used: pd.DataFrame) -> None:
+    """A dotted vertical line at each train ctx the rows name: to its right the models extrapolate."""
+    for tc in sorted({int(t) for t in used["train_ctx"].dropna()} if "train_ctx" in used.columns else set()):
+        ax.axvline(tc, color="grey", linestyle=":", lw=1.2)
+        ax.annotate(f"train ctx {fmt_x(tc)}", (tc, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12),
+                    textcoords="offset points", fontsize=8, color="grey")  # fmt: skip
 
 
 def _k_formatter():
