@@ -12,14 +12,13 @@ every program of the step kernel must read the old value first (there is no grid
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
 from ttt.errors import UserError
 from ttt.ops.common import LN_EPS, TTTLinearState, check_args
+from ttt.ops.triton_common import advance_offset_kernel, interpreting
 
 
 @triton.jit
@@ -98,12 +97,6 @@ def _ttt_linear_step_kernel(
     tl.store(bacc_ptr + vofs, tl.where(closes, 0.0, bacc).to(bacc_ptr.dtype.element_ty))
 
 
-@triton.jit
-def _advance_offset_kernel(off_ptr, BS):
-    p = tl.load(off_ptr)
-    tl.store(off_ptr, (p + 1) % BS)
-
-
 def ttt_linear_step_triton(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -119,7 +112,7 @@ def ttt_linear_step_triton(
     """One token: q, k, v (B, H, 1, d), eta (B, H, 1). Updates `state` in place (its tensors must be contiguous)
     and returns (out, state), like `naive.ttt_linear_step`. Two launches, no host sync: capturable in a CUDA graph."""
     check_args(q, token_eta, mini_batch_size)
-    if not q.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+    if not q.is_cuda and not interpreting():
         raise UserError("ttt_linear_step impl 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tests)")
     B, H, T, D = q.shape
     if T != 1:
@@ -136,5 +129,5 @@ def ttt_linear_step_triton(
         H, mini_batch_size, q.stride(0), q.stride(1), eta.stride(0), eta.stride(1), LN_EPS,
         D=D, num_warps=4,
     )  # fmt: skip
-    _advance_offset_kernel[(1,)](state.offset, mini_batch_size, num_warps=1)
+    advance_offset_kernel[(1,)](state.offset, mini_batch_size, num_warps=1)
     return out, state

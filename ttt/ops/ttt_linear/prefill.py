@@ -18,58 +18,13 @@ chunk writes its eta-weighted gradient sums into the accumulators instead of fol
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
 from ttt.errors import UserError
 from ttt.ops.common import LN_EPS, TTTLinearState, check_args
-
-PRECISIONS = ("ieee", "tf32", "bf16")
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
-
-
-@triton.jit
-def _dot(a, b, PREC: tl.constexpr):
-    # fp32 accumulation always; PREC picks the operand precision (bf16 operands run the fastest MMA).
-    if PREC == "bf16":
-        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), out_dtype=tl.float32)
-    else:
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision=PREC)
-
-
-@triton.jit
-def _operand(x, PREC: tl.constexpr):
-    if PREC == "bf16":
-        return x.to(tl.bfloat16)
-    else:
-        return x.to(tl.float32)
-
-
-@triton.jit
-def _add2(a0, b0, a1, b1):
-    return a0 + a1, b0 + b1
-
-
-@triton.jit
-def _row_stats(x, D: tl.constexpr, eps, ONE_PASS: tl.constexpr):
-    """(mean, 1/sqrt(var + eps)) per row. ONE_PASS (the default): sum and sum of squares in one two-operand
-    reduction, one cross-warp exchange instead of two in a row on the sequential chain: 13-20% faster on an H100
-    at every shape, same error vs the fp32 reference (bench/notes/run4_*). Else the two-pass centred variance."""
-    if ONE_PASS:
-        s1, s2 = tl.reduce((x, x * x), 1, _add2)
-        mu = s1 / D
-        var = tl.maximum(s2 / D - mu * mu, 0.0)
-    else:
-        mu = tl.sum(x, axis=1) / D
-        xc = x - mu[:, None]
-        var = tl.sum(xc * xc, axis=1) / D
-    return mu, 1.0 / tl.sqrt(var + eps)
+from ttt.ops.triton_common import PRECISIONS, add2, dot, interpreting, load_chunk, operand, row_stats
 
 
 @triton.jit
@@ -77,21 +32,6 @@ def _tile_offsets(D: tl.constexpr):
     """Offsets of a row-major D x D tile."""
     r = tl.arange(0, D)
     return r[:, None] * D + r[None, :]
-
-
-@triton.jit
-def _load_chunk(q_ptr, k_ptr, v_ptr, eta_ptr, t0, T, stride_t, stride_et, BS, D: tl.constexpr, BT: tl.constexpr):
-    """Rows t0 + [0, BT) of one (batch, head), masked to the mini-batch and to [0, T); kept in the input dtype."""
-    rows = tl.arange(0, BT)
-    cols = tl.arange(0, D)
-    t = t0 + rows
-    valid = (rows < BS) & (t >= 0) & (t < T)
-    off = t[:, None] * stride_t + cols[None, :]
-    q = tl.load(q_ptr + off, mask=valid[:, None], other=0.0)
-    k = tl.load(k_ptr + off, mask=valid[:, None], other=0.0)
-    v = tl.load(v_ptr + off, mask=valid[:, None], other=0.0)
-    eta = tl.load(eta_ptr + t * stride_et, mask=valid, other=0.0)
-    return q, k, v, eta
 
 
 @triton.jit
@@ -104,12 +44,12 @@ def _grad(
     rows = tl.arange(0, BT)
     t = t0 + rows
     valid = (rows < BS) & (t >= 0) & (t < T)
-    z = _dot(k, W, PREC) + bv[None, :]  # k in its input dtype: no conversion when the operands are bf16
-    mu, rstd = _row_stats(z, D, eps, ONE_PASS)
+    z = dot(k, W, PREC) + bv[None, :]  # k in its input dtype: no conversion when the operands are bf16
+    mu, rstd = row_stats(z, D, eps, ONE_PASS)
     xhat = (z - mu[:, None]) * rstd[:, None]
     gx = (ln_w[None, :] * xhat + ln_b[None, :] - (v.to(tl.float32) - k.to(tl.float32))) * ln_w[None, :]
     if ONE_PASS:
-        sg, sgx = tl.reduce((gx, gx * xhat), 1, _add2)
+        sg, sgx = tl.reduce((gx, gx * xhat), 1, add2)
     else:
         sg = tl.sum(gx, axis=1)
         sgx = tl.sum(gx * xhat, axis=1)
@@ -129,13 +69,13 @@ def _output(
     cols = tl.arange(0, D)
     t = t0 + rows
     valid = (rows < BS) & (t >= 0) & (t < T)
-    zq = _dot(q, W, PREC) + bv[None, :]
+    zq = dot(q, W, PREC) + bv[None, :]
     if HAS_ACC:
-        zq -= te[:, None] * (_dot(q, Wacc, PREC) + bacc[None, :])
-    s = _dot(q, tl.trans(k), PREC) + 1.0
+        zq -= te[:, None] * (dot(q, Wacc, PREC) + bacc[None, :])
+    s = dot(q, tl.trans(k), PREC) + 1.0
     a = tl.where(rows[:, None] >= rows[None, :], te[:, None] * s, 0.0)
-    zq -= _dot(a, eg, PREC)
-    mu_o, rstd_o = _row_stats(zq, D, eps, ONE_PASS)
+    zq -= dot(a, eg, PREC)
+    mu_o, rstd_o = row_stats(zq, D, eps, ONE_PASS)
     ln_o = (zq - mu_o[:, None]) * rstd_o[:, None] * ln_w[None, :] + ln_b[None, :]
     if FLA_RESIDUAL:  # fla's convention (residual on f_res(q)): only for comparing with the peer kernel
         out = zq + ln_o
@@ -152,11 +92,11 @@ def _mini_batch(
 ):  # fmt: skip
     """One mini-batch: writes its outputs and returns (K^T (eta G), sum_j eta_j G_j), the gradient sums that the
     caller folds into W, b or keeps in the accumulators."""
-    Wd = _operand(W, PREC)  # one conversion of W per mini-batch, shared by both products with it
+    Wd = operand(W, PREC)  # one conversion of W per mini-batch, shared by both products with it
     eg = _grad(k, v, eta, t0, T, BS, ln_w, ln_b, Wd, bv, eps, PREC, D, BT, ONE_PASS)
     _output(q, k, eg, o_ptr, t0, T, stride_ot, BS, te, ln_w, ln_b, Wd, bv, Wacc, bacc, eps,
             HAS_ACC, FLA_RESIDUAL, PREC, D, BT, ONE_PASS)  # fmt: skip
-    return _dot(tl.trans(k), eg, PREC), tl.sum(eg, axis=0)
+    return dot(tl.trans(k), eg, PREC), tl.sum(eg, axis=0)
 
 
 @triton.jit
@@ -228,7 +168,7 @@ def _ttt_linear_prefill_kernel(
     if o0 > 0:
         Wacc = tl.load(Wacc_ptr + wofs).to(tl.float32)
         bacc = tl.load(bacc_ptr + vofs).to(tl.float32)
-        q, k, v, eta = _load_chunk(q_p, k_p, v_p, e_p, -o0, T, stride_qt, stride_et, BS, D, BT)
+        q, k, v, eta = load_chunk(q_p, k_p, v_p, e_p, -o0, T, stride_qt, stride_et, BS, D, BT)
         dW, db = _mini_batch(
             q, k, v, eta, o_p, -o0, T, stride_ot, BS, te, ln_w, ln_b,
             W, bv, Wacc, bacc, eps, True, FLA_RESIDUAL, PREC, D, BT, ONE_PASS,
@@ -245,28 +185,28 @@ def _ttt_linear_prefill_kernel(
     # Full mini-batches: the sequential chain, one fold per mini-batch. The next mini-batch's tiles are loaded
     # before this one's math (register double buffering), so their latency hides behind it.
     n_full = (T - n_head) // BS
-    nq, nk, nv, ne = _load_chunk(q_p, k_p, v_p, e_p, n_head, T, stride_qt, stride_et, BS, D, BT)
+    nq, nk, nv, ne = load_chunk(q_p, k_p, v_p, e_p, n_head, T, stride_qt, stride_et, BS, D, BT)
     if SKEW:
         # Software-skewed: iteration c runs the chain of mini-batch c and the outputs of mini-batch c-1, two
         # independent streams the scheduler can interleave (the outputs are off the chain). Off by default: on an
         # H100 it was 1.3x slower at every shape (the extra live tiles push it past 255 registers: spills).
         if n_full > 0:
             pq, pk, pv, pe = nq, nk, nv, ne
-            nq, nk, nv, ne = _load_chunk(q_p, k_p, v_p, e_p, n_head + BS, T, stride_qt, stride_et, BS, D, BT)
+            nq, nk, nv, ne = load_chunk(q_p, k_p, v_p, e_p, n_head + BS, T, stride_qt, stride_et, BS, D, BT)
             peg = _grad(pk, pv, pe, n_head, T, BS, ln_w, ln_b, W, bv, eps, PREC, D, BT, ONE_PASS)
             pW = W
             pb = bv
-            W -= te_last * _dot(tl.trans(pk), peg, PREC)
+            W -= te_last * dot(tl.trans(pk), peg, PREC)
             bv -= te_last * tl.sum(peg, axis=0)
             for c in range(1, n_full):
                 q, k, v, eta = nq, nk, nv, ne
                 t0 = n_head + c * BS
-                nq, nk, nv, ne = _load_chunk(q_p, k_p, v_p, e_p, t0 + BS, T, stride_qt, stride_et, BS, D, BT)
+                nq, nk, nv, ne = load_chunk(q_p, k_p, v_p, e_p, t0 + BS, T, stride_qt, stride_et, BS, D, BT)
                 eg = _grad(k, v, eta, t0, T, BS, ln_w, ln_b, W, bv, eps, PREC, D, BT, ONE_PASS)
                 _output(pq, pk, peg, o_p, t0 - BS, T, stride_ot, BS, te, ln_w, ln_b, pW, pb, Wacc, bacc, eps,
                         False, FLA_RESIDUAL, PREC, D, BT, ONE_PASS)  # fmt: skip
                 pq, pk, peg, pW, pb = q, k, eg, W, bv
-                W -= te_last * _dot(tl.trans(k), eg, PREC)
+                W -= te_last * dot(tl.trans(k), eg, PREC)
                 bv -= te_last * tl.sum(eg, axis=0)
             _output(pq, pk, peg, o_p, n_head + (n_full - 1) * BS, T, stride_ot, BS, te, ln_w, ln_b, pW, pb,
                     Wacc, bacc, eps, False, FLA_RESIDUAL, PREC, D, BT, ONE_PASS)  # fmt: skip
@@ -274,7 +214,7 @@ def _ttt_linear_prefill_kernel(
         for c in range(0, n_full):
             q, k, v, eta = nq, nk, nv, ne
             t0 = n_head + c * BS
-            nq, nk, nv, ne = _load_chunk(q_p, k_p, v_p, e_p, t0 + BS, T, stride_qt, stride_et, BS, D, BT)
+            nq, nk, nv, ne = load_chunk(q_p, k_p, v_p, e_p, t0 + BS, T, stride_qt, stride_et, BS, D, BT)
             dW, db = _mini_batch(
                 q, k, v, eta, o_p, t0, T, stride_ot, BS, te, ln_w, ln_b,
                 W, bv, Wacc, bacc, eps, False, FLA_RESIDUAL, PREC, D, BT, ONE_PASS,
@@ -387,7 +327,7 @@ def ttt_linear_triton(
     bench/notes), "tf32" (~1.7e-3) or "ieee". tuning: num_warps, num_stages, maxnreg, skew, one_pass_ln
     (see ttt_linear_prefill; the defaults are the fastest measured)."""
     check_args(q, token_eta, mini_batch_size)
-    if not q.is_cuda and not _interpreting():
+    if not q.is_cuda and not interpreting():
         raise UserError("ttt_linear impl 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tests)")
     out, W, b, W_acc, b_acc, offset = ttt_linear_prefill(
         q, k, v, eta, token_eta, ln_w, ln_b, state.W, state.b, state.W_acc, state.b_acc, state.offset,

@@ -21,7 +21,8 @@ import triton.language as tl
 
 from ttt.errors import UserError
 from ttt.ops.common import LN_EPS, TTTMLPState, check_args
-from ttt.ops.ttt_mlp.prefill import gelu_tanh, gelu_tanh_fwd_bwd, interpreting
+from ttt.ops.triton_common import advance_offset_kernel, interpreting
+from ttt.ops.ttt_mlp.prefill import gelu_tanh, gelu_tanh_fwd_bwd
 
 
 @triton.jit
@@ -112,12 +113,6 @@ def _ttt_mlp_step_kernel(
     tl.store(b2_ptr + base * D + rd, b2t.to(b2_ptr.dtype.element_ty), mask=(rd * 0 + closes.to(tl.int32)) != 0)
 
 
-@triton.jit
-def _advance_offset_kernel(off_ptr, BS):
-    p = tl.load(off_ptr)
-    tl.store(off_ptr, (p + 1) % BS)
-
-
 def ttt_mlp_step_triton(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -159,5 +154,5 @@ def ttt_mlp_step_triton(
         H, mini_batch_size, q.stride(0), q.stride(1), eta.stride(0), eta.stride(1), LN_EPS,
         D=D, HID=HID, HC=HC, FAST=False, num_warps=num_warps,
     )  # fmt: skip
-    _advance_offset_kernel[(1,)](state.offset, mini_batch_size, num_warps=1)
+    advance_offset_kernel[(1,)](state.offset, mini_batch_size, num_warps=1)
     return out, state

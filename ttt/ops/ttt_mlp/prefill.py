@@ -26,49 +26,26 @@ ragged tail, whose gradient sums become the output accumulators.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
 from ttt.errors import UserError
 from ttt.ops.common import LN_EPS, TTTMLPState, check_args
+from ttt.ops.triton_common import (
+    PRECISIONS,
+    add2,
+    dot,
+    dot_acc,
+    interpreting,
+    load_chunk,
+    operand,
+    row_stats,
+)
 
-PRECISIONS = ("ieee", "tf32", "bf16")
 # MODE of `_mini_batch` (passed as literals 0 / 1 / 2 in the kernel): a whole mini-batch folded into the weights (the
 # hot loop), the head chunk that finishes the input state's partial mini-batch (reads the accumulators), a ragged
 # tail (writes them).
-
-
-def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
-
-
-@triton.jit
-def _operand(x, PREC: tl.constexpr):
-    if PREC == "bf16":
-        return x.to(tl.bfloat16)
-    else:
-        return x.to(tl.float32)
-
-
-@triton.jit
-def _dot(a, b, PREC: tl.constexpr):
-    # fp32 accumulation always; PREC picks the operand precision (bf16 operands run the fastest MMA).
-    if PREC == "bf16":
-        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), out_dtype=tl.float32)
-    else:
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision=PREC)
-
-
-@triton.jit
-def _dot_acc(a, b, acc, PREC: tl.constexpr):
-    """acc + a @ b, accumulated in place (the weight update: no second 64x256 tile alive)."""
-    if PREC == "bf16":
-        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), acc, out_dtype=tl.float32)
-    else:
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision=PREC)
 
 
 @triton.jit
@@ -106,52 +83,17 @@ def gelu_tanh_fwd_bwd(x, FAST: tl.constexpr):
 
 
 @triton.jit
-def _add2(a0, b0, a1, b1):
-    return a0 + a1, b0 + b1
-
-
-@triton.jit
-def row_stats(x, D: tl.constexpr, eps, ONE_PASS: tl.constexpr):
-    """(mean, 1/sqrt(var + eps)) per row. ONE_PASS: sum and sum of squares in one two-operand reduction (one
-    cross-warp exchange instead of two in a row; the TTT-Linear kernel's measured default)."""
-    if ONE_PASS:
-        s1, s2 = tl.reduce((x, x * x), 1, _add2)
-        mu = s1 / D
-        var = tl.maximum(s2 / D - mu * mu, 0.0)
-    else:
-        mu = tl.sum(x, axis=1) / D
-        xc = x - mu[:, None]
-        var = tl.sum(xc * xc, axis=1) / D
-    return mu, 1.0 / tl.sqrt(var + eps)
-
-
-@triton.jit
 def ln_l2_grad(z, tgt, ln_w, ln_b, D: tl.constexpr, eps, ONE_PASS: tl.constexpr):
     """Rows of d/dz 0.5 ||LN(z) - tgt||^2 (LayerNorm forward + backward fused per row)."""
     mu, rstd = row_stats(z, D, eps, ONE_PASS)
     xhat = (z - mu[:, None]) * rstd[:, None]
     gx = (ln_w[None, :] * xhat + ln_b[None, :] - tgt) * ln_w[None, :]
     if ONE_PASS:
-        sg, sgx = tl.reduce((gx, gx * xhat), 1, _add2)
+        sg, sgx = tl.reduce((gx, gx * xhat), 1, add2)
     else:
         sg = tl.sum(gx, axis=1)
         sgx = tl.sum(gx * xhat, axis=1)
     return (D * gx - sg[:, None] - xhat * sgx[:, None]) * (rstd / D)[:, None]
-
-
-@triton.jit
-def _load_chunk(q_ptr, k_ptr, v_ptr, eta_ptr, t0, T, stride_t, stride_et, BS, D: tl.constexpr, BT: tl.constexpr):
-    """Rows t0 + [0, BT) of one (batch, head), masked to the mini-batch and to [0, T); kept in the input dtype."""
-    rows = tl.arange(0, BT)
-    cols = tl.arange(0, D)
-    t = t0 + rows
-    valid = (rows < BS) & (t >= 0) & (t < T)
-    off = t[:, None] * stride_t + cols[None, :]
-    q = tl.load(q_ptr + off, mask=valid[:, None], other=0.0)
-    k = tl.load(k_ptr + off, mask=valid[:, None], other=0.0)
-    v = tl.load(v_ptr + off, mask=valid[:, None], other=0.0)
-    eta = tl.load(eta_ptr + t * stride_et, mask=valid, other=0.0)
-    return q, k, v, eta
 
 
 @triton.jit
@@ -177,50 +119,50 @@ def _mini_batch(
     cols = tl.arange(0, D)
     t = t0 + rows
     valid = (rows < BS) & (t >= 0) & (t < T)
-    W1Td = _operand(W1T, PREC)
+    W1Td = operand(W1T, PREC)
     kT = tl.trans(k)
     qT = tl.trans(q)
-    z1T = _dot(W1Td, kT, PREC) + b1[:, None]
-    zq1T = _dot(W1Td, qT, PREC) + b1[:, None]  # with the old W1 here: no copy of it needed later
+    z1T = dot(W1Td, kT, PREC) + b1[:, None]
+    zq1T = dot(W1Td, qT, PREC) + b1[:, None]  # with the old W1 here: no copy of it needed later
     if MODE == 1:  # W_t = W' - te_t (acc + ...): the input accumulators' share of the first layer
-        zq1T -= te[None, :] * (_dot(_load_f32(W1a_ptr, w1tofs), qT, PREC) + _load_f32(b1a_ptr, b1ofs)[:, None])
+        zq1T -= te[None, :] * (dot(_load_f32(W1a_ptr, w1tofs), qT, PREC) + _load_f32(b1a_ptr, b1ofs)[:, None])
 
     # The chain: gradients at the mini-batch-start weights.
     x2T, dz1T = gelu_tanh_fwd_bwd(z1T, FAST)
-    x2T = _operand(x2T, PREC)  # X2^T only ever enters matmuls
-    z2 = _hid_dot(x2T, _operand(W2, PREC), PREC, HCH) + b2[None, :]
+    x2T = operand(x2T, PREC)  # X2^T only ever enters matmuls
+    z2 = _hid_dot(x2T, operand(W2, PREC), PREC, HCH) + b2[None, :]
     g2 = ln_l2_grad(z2, v.to(tl.float32) - k.to(tl.float32), ln_w, ln_b, D, eps, ONE_PASS)
     eg2 = tl.where(valid[:, None], g2 * eta.to(tl.float32)[:, None], 0.0)  # masked tokens: exactly zero
-    eg2d = _operand(eg2, PREC)
-    eg1T = _dot(_operand(W2, PREC), tl.trans(eg2d), PREC) * dz1T  # eta * G1^T (columns are linear in eta)
+    eg2d = operand(eg2, PREC)
+    eg1T = dot(operand(W2, PREC), tl.trans(eg2d), PREC) * dz1T  # eta * G1^T (columns are linear in eta)
     db1 = tl.sum(eg1T, axis=1)
     db2 = tl.sum(eg2, axis=0)
-    eg1Td = _operand(eg1T, PREC)
+    eg1Td = operand(eg1T, PREC)
 
     # The update (in place: W1^T -= te_last eg1^T K, W2 -= te_last X2^T eg2). cf = te_last when it happened: the
     # outputs below then add back te_last * (all sums) and subtract te_t * (sums up to t).
     cf = te_last * 0.0
     if MODE == 0:
-        W1T = _dot_acc(eg1Td, k.to(tl.float32) * -te_last, W1T, PREC)
-        W2 = _dot_acc(x2T, eg2 * -te_last, W2, PREC)
+        W1T = dot_acc(eg1Td, k.to(tl.float32) * -te_last, W1T, PREC)
+        W2 = dot_acc(x2T, eg2 * -te_last, W2, PREC)
         b1 -= te_last * db1
         b2 -= te_last * db2
         cf = te_last
     if MODE == 1:
         if fold:
-            W1T = _dot_acc(eg1Td, k.to(tl.float32) * -te_last, W1T, PREC) - te_last * _load_f32(W1a_ptr, w1tofs)
-            W2 = _dot_acc(x2T, eg2 * -te_last, W2, PREC) - te_last * _load_f32(W2a_ptr, w2ofs)
+            W1T = dot_acc(eg1Td, k.to(tl.float32) * -te_last, W1T, PREC) - te_last * _load_f32(W1a_ptr, w1tofs)
+            W2 = dot_acc(x2T, eg2 * -te_last, W2, PREC) - te_last * _load_f32(W2a_ptr, w2ofs)
             b1 -= te_last * (db1 + _load_f32(b1a_ptr, b1ofs))
             b2 -= te_last * (db2 + _load_f32(b2a_ptr, b2ofs))
             cf = te_last
 
     # Outputs (off the chain). a1T[j, i] = te_i (q_i . k_j + 1) for j <= i (old W1, as zq1T).
-    a1T = tl.where(rows[None, :] >= rows[:, None], te[None, :] * (_dot(k, qT, PREC) + 1.0), 0.0)
-    zq1T -= _dot(eg1Td, a1T, PREC)
-    xq2T = _operand(gelu_tanh(zq1T, FAST), PREC)
+    a1T = tl.where(rows[None, :] >= rows[:, None], te[None, :] * (dot(k, qT, PREC) + 1.0), 0.0)
+    zq1T -= dot(eg1Td, a1T, PREC)
+    xq2T = operand(gelu_tanh(zq1T, FAST), PREC)
     c2 = cf - tl.where(rows[:, None] >= rows[None, :], te[:, None], 0.0)  # c2[i, j] = cf - te_i [j <= i]
     a2 = c2 * (_gram(xq2T, x2T, PREC, HCH) + 1.0)
-    zq2 = _hid_dot(xq2T, _operand(W2, PREC), PREC, HCH) + b2[None, :] + _dot(a2, eg2d, PREC)
+    zq2 = _hid_dot(xq2T, operand(W2, PREC), PREC, HCH) + b2[None, :] + dot(a2, eg2d, PREC)
     if MODE == 1:
         acc2 = _hid_dot(xq2T, _load_f32(W2a_ptr, w2ofs), PREC, HCH) + _load_f32(b2a_ptr, b2ofs)[None, :]
         zq2 += (cf - te)[:, None] * acc2
@@ -232,14 +174,14 @@ def _mini_batch(
     if MODE == 1:
         if not fold:
             _store_state(W1o_ptr, b1o_ptr, W2o_ptr, b2o_ptr, W1T, b1, W2, b2, w1tofs, b1ofs, w2ofs, b2ofs)
-            tl.store(W1ao_ptr + w1tofs, _dot_acc(eg1Td, k, _load_f32(W1a_ptr, w1tofs), PREC))
-            tl.store(W2ao_ptr + w2ofs, _dot_acc(x2T, eg2d, _load_f32(W2a_ptr, w2ofs), PREC))
+            tl.store(W1ao_ptr + w1tofs, dot_acc(eg1Td, k, _load_f32(W1a_ptr, w1tofs), PREC))
+            tl.store(W2ao_ptr + w2ofs, dot_acc(x2T, eg2d, _load_f32(W2a_ptr, w2ofs), PREC))
             tl.store(b1ao_ptr + b1ofs, db1 + _load_f32(b1a_ptr, b1ofs))
             tl.store(b2ao_ptr + b2ofs, db2 + _load_f32(b2a_ptr, b2ofs))
     if MODE == 2:
         _store_state(W1o_ptr, b1o_ptr, W2o_ptr, b2o_ptr, W1T, b1, W2, b2, w1tofs, b1ofs, w2ofs, b2ofs)
-        tl.store(W1ao_ptr + w1tofs, _dot(eg1Td, k, PREC))
-        tl.store(W2ao_ptr + w2ofs, _dot(x2T, eg2d, PREC))
+        tl.store(W1ao_ptr + w1tofs, dot(eg1Td, k, PREC))
+        tl.store(W2ao_ptr + w2ofs, dot(x2T, eg2d, PREC))
         tl.store(b1ao_ptr + b1ofs, db1)
         tl.store(b2ao_ptr + b2ofs, db2)
     return W1T, b1, W2, b2
@@ -274,12 +216,12 @@ def _hid_dot(xT, W, PREC: tl.constexpr, HCH: tl.constexpr):
     that many chunks, accumulated in sequence, so only one chunk's operands are in registers at a time (at HCH = 1
     x alone is 64 registers a thread at 8 warps)."""
     if HCH == 1:
-        return _dot(tl.trans(xT), W, PREC)
+        return dot(tl.trans(xT), W, PREC)
     else:
         xa, xb = _halves(xT)
         wa, wb = _halves(W)
         if HCH == 2:
-            return _dot_acc(tl.trans(xb), wb, _dot(tl.trans(xa), wa, PREC), PREC)
+            return dot_acc(tl.trans(xb), wb, dot(tl.trans(xa), wa, PREC), PREC)
         else:
             return _hid_dot(xb, wb, PREC, HCH // 2) + _hid_dot(xa, wa, PREC, HCH // 2)
 
@@ -331,7 +273,7 @@ def _ttt_mlp_prefill_kernel(
         # extra registers (the input accumulators) cannot push launch 2's main loop into spilling.
         if o0 > 0:
             W1T, b1, W2, b2 = _load_state(W1_ptr, b1_ptr, W2_ptr, b2_ptr, w1tofs, b1ofs, w2ofs, b2ofs)
-            q, k, v, eta = _load_chunk(q_p, k_p, v_p, e_p, -o0, T, stride_qt, stride_et, BS, D, BT)
+            q, k, v, eta = load_chunk(q_p, k_p, v_p, e_p, -o0, T, stride_qt, stride_et, BS, D, BT)
             closes = o0 + T >= BS
             W1T, b1, W2, b2 = _mini_batch(
                 q, k, v, eta, o_p, -o0, T, stride_ot, BS, te, te_last, ln_w, ln_b, W1T, b1, W2, b2,
@@ -351,14 +293,14 @@ def _ttt_mlp_prefill_kernel(
 
         # Full mini-batches: the sequential chain, one fold per mini-batch.
         n_full = (T - n_head) // BS
-        nq, nk, nv, ne = _load_chunk(q_p, k_p, v_p, e_p, n_head, T, stride_qt, stride_et, BS, D, BT)
+        nq, nk, nv, ne = load_chunk(q_p, k_p, v_p, e_p, n_head, T, stride_qt, stride_et, BS, D, BT)
         for c in range(0, n_full):
             t0 = n_head + c * BS
             if PREFETCH:  # the next mini-batch's tiles load under this one's math (register double buffering)
                 q, k, v, eta = nq, nk, nv, ne
-                nq, nk, nv, ne = _load_chunk(q_p, k_p, v_p, e_p, t0 + BS, T, stride_qt, stride_et, BS, D, BT)
+                nq, nk, nv, ne = load_chunk(q_p, k_p, v_p, e_p, t0 + BS, T, stride_qt, stride_et, BS, D, BT)
             else:
-                q, k, v, eta = _load_chunk(q_p, k_p, v_p, e_p, t0, T, stride_qt, stride_et, BS, D, BT)
+                q, k, v, eta = load_chunk(q_p, k_p, v_p, e_p, t0, T, stride_qt, stride_et, BS, D, BT)
             W1T, b1, W2, b2 = _mini_batch(
                 q, k, v, eta, o_p, t0, T, stride_ot, BS, te, te_last, ln_w, ln_b, W1T, b1, W2, b2,
                 W1a_ptr, b1a_ptr, W2a_ptr, b2a_ptr, W1o_ptr, b1o_ptr, W2o_ptr, b2o_ptr, W1ao_ptr, b1ao_ptr,
@@ -368,7 +310,7 @@ def _ttt_mlp_prefill_kernel(
         t_tail = n_head + n_full * BS
         if t_tail < T:  # ragged tail: writes the state and, as the accumulators, its gradient sums
             if not PREFETCH:
-                nq, nk, nv, ne = _load_chunk(q_p, k_p, v_p, e_p, t_tail, T, stride_qt, stride_et, BS, D, BT)
+                nq, nk, nv, ne = load_chunk(q_p, k_p, v_p, e_p, t_tail, T, stride_qt, stride_et, BS, D, BT)
             _mini_batch(
                 nq, nk, nv, ne, o_p, t_tail, T, stride_ot, BS, te, te_last, ln_w, ln_b, W1T, b1, W2, b2,
                 W1a_ptr, b1a_ptr, W2a_ptr, b2a_ptr, W1o_ptr, b1o_ptr, W2o_ptr, b2o_ptr, W1ao_ptr, b1ao_ptr,
