@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from bench import registry
+from bench import registry, results
 from bench.latency import CHECK_TOL, Timing
 from ttt.errors import UserError
 
@@ -130,7 +130,7 @@ def make_plan(cfg: DictConfig, explicit: set[str]) -> Plan:
         batch=batch,
         dtype=dtype,
         impl=explicit_impl,
-        results=Path(cfg.results or f"results/{bench.name}{'_cpu' if on_cpu else ''}.csv"),
+        results=Path(cfg.results) if cfg.results else results.default_path(bench.name, on_cpu),
         force=bool(cfg.force),
         decode_graphs=bool(cfg.decode_graphs),
         timing=Timing(

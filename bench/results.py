@@ -69,6 +69,12 @@ def _driver() -> str:
     return out[0].strip() if out else ""
 
 
+def default_path(name: str, on_cpu: bool) -> Path:
+    """results/<name>.csv, or results/<name>_cpu.csv on a machine without CUDA: CPU rows (tiny, labelled defaults)
+    never mix with the committed GPU rows (`.gitignore` keeps the *_cpu.csv files out of git)."""
+    return Path("results") / f"{name}{'_cpu' if on_cpu else ''}.csv"
+
+
 @cache
 def git_state() -> tuple[str, bool]:
     """(commit, dirty). TTT_BENCH_GIT_COMMIT and TTT_BENCH_GIT_DIRTY=0|1, when set, win over git: a copy of the

@@ -160,11 +160,7 @@ def resolve(cfg: DictConfig) -> Setup:
     size["vocab_size"] = tok.vocab_size  # the model's vocabulary is the tokenizer's
     size_name = size.get("name", "custom")
     out = Path(cfg.out) if cfg.get("out") else Path("checkpoints") / f"{model}-{size_name}-ctx{ctx}"
-    res = (
-        Path(cfg.results)
-        if cfg.get("results")
-        else Path("results") / ("train.csv" if device.type == "cuda" else "train_cpu.csv")
-    )
+    res = Path(cfg.results) if cfg.get("results") else results.default_path("train", device.type != "cuda")
     total = math.ceil(tcfg["tokens"] / (tcfg["batch"] * tcfg["accum"] * ctx))
     setup = Setup(
         model=model,

@@ -9,7 +9,6 @@ Budget: under 4 minutes on an H100 (stops sweeping at --budget-s)."""
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import os
 import sys
@@ -21,6 +20,8 @@ from typing import Any
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+
+from bench.op import write_csv  # noqa: E402  (the repo root is on sys.path only from here)
 
 H, D, MB = 32, 64, 16
 T0 = time.time()
@@ -211,16 +212,6 @@ def timings(rows: list[dict], variants: list[str], budget_s: float, rep: int) ->
                   f"x{r.get('ratio_vs_linear', math.nan):5.2f} vs linear  {r.get('status')}", flush=True)  # fmt: skip
         cands.clear()
         torch.cuda.empty_cache()
-
-
-def write_csv(rows: list[dict], path: str) -> None:
-    keys: list[str] = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
