@@ -12,6 +12,7 @@ models and every model sees the same tokens in the same steps.
 
 Implementation per model family (train.impls, per device): the fastest one with a working backward. TTT:
 `dual_compiled` on CUDA (the dual form with each mini-batch under torch.compile; ~2.5x `dual` at 32k on an H100),
+with the whole step captured in a CUDA graph (train.cuda_graph=auto; bench/train_graph.py),
 `dual` on CPU (PyTorch autograd; the Triton kernels are forward-only). Transformer: `sdpa_flash` on CUDA (the flash-attn wheel
 is forward-only), `sdpa_math` on CPU. Mamba: `mamba_ssm` on CUDA with its short conv run by torch instead of
 causal-conv1d (whose wheel here has no backward kernels): while training, mamba-ssm's module-level
@@ -41,7 +42,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from bench import checkpoint, data, optim, registry, results
+from bench import checkpoint, data, optim, registry, results, train_graph
 from bench.cli import guarded, main_with_groups
 from bench.plan import resolve_device
 from ttt.errors import UserError
@@ -55,7 +56,7 @@ LOSS_WINDOW = 100  # train_loss in the rows: the mean of the last this many step
 # batch and accum may change too (e.g. to fit memory) as long as their product, the windows per step, stays.
 RUNTIME_KEYS = (
     "time_budget_s", "stop_after_steps", "save_every_s", "save_every_steps", "resume", "progress", "grad_checkpoint",
-    "batch", "accum",
+    "batch", "accum", "cuda_graph", "graph_warmup_tokens",
 )  # fmt: skip
 NOT_TRAINABLE = {
     "triton": "its Triton kernels are forward-only; train with train.impl=dual",
@@ -86,6 +87,7 @@ class Setup:
     results: Path
     total_steps: int
     warmup: int
+    graph: bool = False  # the whole step captured in a CUDA graph and replayed (bench/train_graph.py)
     identity: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -117,6 +119,18 @@ def train_impl(model_cfg: DictConfig, train_cfg: dict[str, Any], device: torch.d
     return str(name)
 
 
+def use_cuda_graph(value: Any, family: str, device: torch.device) -> bool:
+    """train.cuda_graph: auto (on for the TTT family on CUDA, whose eager step is bound by host time per
+    mini-batch), true (any family; CUDA only) or false."""
+    if value == "auto":
+        return family == "ttt" and device.type == "cuda"
+    if not isinstance(value, bool):
+        raise UserError(f"train.cuda_graph must be auto, true or false, not '{value}'")
+    if value and device.type != "cuda":
+        raise UserError(f"train.cuda_graph=true captures the step in a CUDA graph; device '{device}' has none")
+    return value
+
+
 def resolve(cfg: DictConfig) -> Setup:
     """Check the composed config and load the data; every bad request is a one-line UserError."""
     tcfg: dict[str, Any] = OmegaConf.to_container(cfg.train, resolve=True)  # type: ignore[assignment]
@@ -142,6 +156,7 @@ def resolve(cfg: DictConfig) -> Setup:
         raise UserError("train.dtype=bfloat16 (autocast over fp32 weights) is for CUDA; on a CPU train in float32")
     if autocast is None and impl in ("sdpa_flash", "sdpa_cudnn"):
         raise UserError(f"impl '{impl}' runs in bf16/fp16 only; train it with train.dtype=auto (bf16 autocast)")
+    graph = use_cuda_graph(tcfg.get("cuda_graph", "auto"), str(model_cfg.family), device)
 
     corpus = data.load_corpus(dcfg["corpus"], root=dcfg.get("root"), val_percent=int(dcfg.get("val_percent", 5)))
     tok = data.get_tokenizer(
@@ -180,6 +195,7 @@ def resolve(cfg: DictConfig) -> Setup:
         results=res,
         total_steps=total,
         warmup=optim.warmup_steps(total, float(tcfg["warmup_frac"])),
+        graph=graph,
     )
     setup.identity = {
         "model": model,
@@ -252,11 +268,16 @@ def ttt_layers(net: torch.nn.Module) -> list[Any]:
     return [m for m in net.modules() if isinstance(m, TTTBase)]
 
 
-def set_ttt_base_lr(net: torch.nn.Module, value: float) -> None:
+def set_ttt_base_lr(net: torch.nn.Module, value: float | torch.Tensor) -> None:
     """The inner lr enters every forward as `layer.cfg.ttt_base_lr` (ttt/layer.py `eta`); the config object is
-    shared by the layers, and setting it per step is the warm-up."""
+    shared by the layers, and setting it per step is the warm-up. A float replaces it; while it is a tensor (the
+    graphed step reads its memory) a float is written into it, and a tensor value replaces it."""
     for layer in ttt_layers(net):
-        layer.cfg.ttt_base_lr = value
+        cur = layer.cfg.ttt_base_lr
+        if isinstance(cur, torch.Tensor) and not isinstance(value, torch.Tensor):
+            cur.fill_(value)
+        else:
+            layer.cfg.ttt_base_lr = value
 
 
 def ttt_base_lr_at(setup: Setup, step: int) -> float | None:
@@ -269,7 +290,9 @@ def ttt_base_lr_at(setup: Setup, step: int) -> float | None:
 
 def lm_loss(net: torch.nn.Module, windows: torch.Tensor, setup: Setup) -> torch.Tensor:
     """Mean next-token cross-entropy (nats per token) of windows (B, ctx + 1), computed in float32."""
-    with torch.autocast(setup.device.type, dtype=setup.autocast, enabled=setup.autocast is not None):
+    # A captured step must recast the weights at every replay: no autocast weight cache under a graph.
+    on = setup.autocast is not None
+    with torch.autocast(setup.device.type, dtype=setup.autocast, enabled=on, cache_enabled=on and not setup.graph):
         logits = net(windows[:, :-1])
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), windows[:, 1:].reshape(-1))
 
@@ -449,6 +472,13 @@ def run(setup: Setup) -> dict[str, Any]:
         enable_grad_checkpoint(checkpointed_blocks(net, setup.family, setup.impl))
     params = [p for g in opt.param_groups for p in g["params"]]
     batch, accum = int(t["batch"]), int(t["accum"])
+    clip = float(t["grad_clip"] or math.inf)
+
+    def step(micro: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return train_step(net, opt, params, micro, setup, clip)
+
+    graphed: train_graph.GraphedStep | None = None
+    capture_s = 0.0
     if setup.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # the fp32 parts outside autocast
         torch.cuda.reset_peak_memory_stats(setup.device)
@@ -476,23 +506,27 @@ def run(setup: Setup) -> dict[str, Any]:
                 break
         t0 = time.monotonic()
         lr = optim.lr_at(state.step, setup.total_steps, float(t["lr"]), float(t["min_lr"]), setup.warmup)
-        for g in opt.param_groups:
-            g["lr"] = lr
+        train_graph.set_lr(opt, lr)
         inner = ttt_base_lr_at(setup, state.step)
         if inner is not None:
             set_ttt_base_lr(net, inner)
-        loss_sum = torch.zeros((), device=setup.device)
+        micro = []
         for _ in range(accum):
-            w = setup.windows.take(state.position, batch).to(setup.device, non_blocking=True)
+            micro.append(setup.windows.take(state.position, batch).to(setup.device, non_blocking=True))
             state.position += batch
-            with trainable_path(setup.impl):
-                loss = lm_loss(net, w, setup)
-                (loss / accum).backward()
-            loss_sum += loss.detach()
-        gn = torch.nn.utils.clip_grad_norm_(params, float(t["grad_clip"] or math.inf))
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        loss_v = float(loss_sum) / accum  # one host sync per step: the log and the bar need it
+        if setup.graph and graphed is None:
+            c0 = time.monotonic()
+            graphed = capture(setup, net, opt, step, micro, state.step)
+            capture_s = time.monotonic() - c0
+            print(f"{setup.model}: training step captured in a CUDA graph in {capture_s:.1f} s", file=sys.stderr)
+            t0 += capture_s  # the step's own time (rates, the time budget) leaves the one-off capture out
+            state.wall_s += capture_s
+        if graphed is not None:
+            loss_t, gn = graphed(micro)
+        else:
+            loss_t, gn = step(micro)
+            opt.zero_grad(set_to_none=True)
+        loss_v = float(loss_t)  # one host sync per step: the log and the bar need it
         if not math.isfinite(loss_v):
             bar.close()
             raise UserError(
@@ -529,8 +563,16 @@ def run(setup: Setup) -> dict[str, Any]:
     bar.close()
     if state.step >= setup.total_steps:
         stop = "tokens"
+    if graphed is not None:
+        del graphed  # frees the graph's memory pool before validation
+        final = ttt_base_lr_at(setup, state.step)
+        if final is not None:
+            set_ttt_base_lr(net, float(final))  # a plain float again in the saved model's config
     vloss = val_loss(net, setup)
     extra = {"time_limited": stop == "time_limit", "stop_reason": stop, "val_loss": vloss}
+    if setup.graph:
+        extra["cuda_graph"] = True
+        extra["graph_capture_s"] = round(capture_s, 3)
     if setup.family == "ttt":
         extra["ttt_base_lr"] = ttt_base_lr_at(setup, state.step)
     digest = save(setup, net, opt, state, extra)
@@ -542,6 +584,44 @@ def run(setup: Setup) -> dict[str, Any]:
         file=sys.stderr,
     )
     return {"step": state.step, "stop_reason": stop, "val_loss": vloss, "rows": n_rows, "checkpoint": digest}
+
+
+def train_step(
+    net: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    params: list[torch.Tensor],
+    micro: list[torch.Tensor],
+    setup: Setup,
+    clip: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step over the micro-batches (windows (B, ctx + 1) each): (mean loss, grad norm before
+    clipping) as device tensors. The same code runs eagerly and under CUDA-graph capture: no host reads."""
+    loss_sum = torch.zeros((), device=setup.device)
+    for w in micro:
+        with trainable_path(setup.impl):
+            loss = lm_loss(net, w, setup)
+            (loss / len(micro)).backward()
+        loss_sum = loss_sum + loss.detach()
+    gn = torch.nn.utils.clip_grad_norm_(params, clip)
+    opt.step()
+    return loss_sum / len(micro), gn
+
+
+def capture(
+    setup: Setup,
+    net: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    step: train_graph.StepFn,
+    micro: list[torch.Tensor],
+    at_step: int,
+) -> train_graph.GraphedStep:
+    """The step as a CUDA graph: lr and ttt_base_lr become device tensors first (set in place from then on)."""
+    train_graph.tensor_lr(opt, setup.device)
+    inner = ttt_base_lr_at(setup, at_step)
+    if inner is not None:
+        set_ttt_base_lr(net, torch.tensor(float(inner), dtype=torch.float32, device=setup.device))
+    warm = int(setup.train.get("graph_warmup_tokens") or 0)
+    return train_graph.GraphedStep(step, net, opt, micro, warm_tokens=warm if 0 < warm < setup.ctx else None)
 
 
 def _mean(xs: list[float]) -> float:

@@ -32,6 +32,10 @@ from ttt.fused.cache import DerivedParams
 from ttt.rope import apply_rope, rope_cos_sin
 
 FUSED_DEFAULT = os.environ.get("TTT_FUSED", "1") != "0"
+# Impls that read the state's mini-batch offset on the host (the dual forms: chunk boundaries are shapes). From a
+# fresh state they get a host copy of its zero offset, so a forward has no device read: none would be allowed while
+# a CUDA graph captures a training step (bench/train_graph.py), and each one is a sync.
+HOST_OFFSET_IMPLS = frozenset({"dual", "dual_compiled"})
 _FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
@@ -233,7 +237,8 @@ class TTTBase(nn.Module):
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin)
 
     def eta(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, T, width) -> (B, H, T): ttt_base_lr / d * sigmoid(x . theta_lr[h] + b_lr[h])."""
+        """x (B, T, width) -> (B, H, T): ttt_base_lr / d * sigmoid(x . theta_lr[h] + b_lr[h]). cfg.ttt_base_lr is a
+        float, or a 0-dim tensor while a CUDA-graphed training run warms it up (set in place between replays)."""
         logits = F.linear(x, self.lr_weight, self.lr_bias)
         cd = torch.promote_types(logits.dtype, torch.float32)
         return (self.cfg.ttt_base_lr / self.head_dim * torch.sigmoid(logits.to(cd))).transpose(1, 2)
@@ -266,8 +271,11 @@ class TTTBase(nn.Module):
         q, k = self._rope(q, k, pos)
         ops, entry, _ = self._ops()
         fn = _sequence_op(ops, entry, impl)
+        state = self.init_state(B)
+        if impl in HOST_OFFSET_IMPLS:
+            state.offset = torch.zeros((), dtype=torch.int64)
         z, state = fn(
-            q, k, v, self.eta(x), self.token_eta(), self.ln_weight, self.ln_bias, self.init_state(B),
+            q, k, v, self.eta(x), self.token_eta(), self.ln_weight, self.ln_bias, state,
             mini_batch_size=self.mini_batch_size,
         )  # fmt: skip
         if cache is not None:
