@@ -141,23 +141,34 @@ def decode_growth(rows: pd.DataFrame, long: int = 32768, short: int = 1024) -> l
 
 
 def ppl_long_context(rows: pd.DataFrame, long: int = 32768, mid: int = 16384) -> list[Claim]:
-    """Paper: TTT keeps improving past 16k; Mamba plateaus."""
-    text = f"TTT-Linear perplexity still falls from {fmt_x(mid)} to {fmt_x(long)}; Mamba's does not"
+    """Paper: TTT keeps improving past 16k; Mamba plateaus. One claim per evaluation set (corpus checksum and
+    train ctx): perplexities of other text or other training runs are never pooled."""
+    base = f"TTT-Linear perplexity still falls from {fmt_x(mid)} to {fmt_x(long)}; Mamba's does not"
     sel = rows[(rows["mode"] == "ppl") & (rows["metric"] == "ppl") & rows["variant"].isna() & (rows["status"] == "ok")]
-    vals = sel.groupby(["model", "ctx"])["value"].median()
+    if sel.empty:
+        return [Claim(base, "not measured", "needs ppl at both contexts for ttt_linear and mamba", "")]
+    checksum = sel["corpus_checksum"].astype("string").fillna("?") if "corpus_checksum" in sel else "?"
+    sel = sel.assign(_set=sel["dataset"].astype("string").fillna("?") + " " + checksum)
+    sel = sel.assign(_tc=sel["train_ctx"].map(lambda t: fmt_x(t) if pd.notna(t) else "?"))
+    claims = []
+    for (eval_set, tc), grp in sel.groupby(["_set", "_tc"], sort=True):
+        text = f"{base} ({eval_set}, trained at {tc})"
+        vals = grp.groupby(["model", "ctx"])["value"].median()
 
-    def get(m: str, c: int) -> float | None:
-        return float(vals[(m, c)]) if (m, c) in vals.index else None
+        def get(m: str, c: int, vals: pd.Series = vals) -> float | None:
+            return float(vals[(m, c)]) if (m, c) in vals.index else None
 
-    t_l, t_m, m_l, m_m = get("ttt_linear", long), get("ttt_linear", mid), get("mamba", long), get("mamba", mid)
-    prov = claim_provenance(sel[sel["ctx"].isin([long, mid])]) if not sel.empty else ""
-    if None in (t_l, t_m, m_l, m_m):
-        return [Claim(text, "not measured", "needs ppl at both contexts for ttt_linear and mamba", prov)]
-    rt, rm = t_l / t_m, m_l / m_m
-    ok = rt < 1.0 and rm >= 0.99  # Mamba "plateaus": under 1 % better
-    return [
-        Claim(text, "yes" if ok else "no", f"ppl {fmt_x(long)}/{fmt_x(mid)}: ttt_linear {rt:.3f}, mamba {rm:.3f}", prov)
-    ]
+        t_l, t_m, m_l, m_m = get("ttt_linear", long), get("ttt_linear", mid), get("mamba", long), get("mamba", mid)
+        prov = claim_provenance(grp[grp["ctx"].isin([long, mid])])
+        if None in (t_l, t_m, m_l, m_m):
+            claims.append(Claim(text, "not measured", "needs ppl at both contexts for ttt_linear and mamba", prov))
+            continue
+        rt, rm = t_l / t_m, m_l / m_m
+        # Mamba "plateaus" (under 1 % better) and TTT gains more than it does: a shared 0.1 % drift is no trend.
+        ok = rt < 1.0 and rm >= 0.99 and rt < rm
+        nums = f"ppl {fmt_x(long)}/{fmt_x(mid)}: ttt_linear {rt:.4f}, mamba {rm:.4f}"
+        claims.append(Claim(text, "yes" if ok else "no", nums, prov))
+    return claims
 
 
 def all_claims(rows: pd.DataFrame) -> list[Claim]:

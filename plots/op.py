@@ -53,6 +53,12 @@ def draw_op(rows: pd.DataFrame, out_dir: Path, ref: pd.DataFrame | None = None) 
     if by_shape:
         used = used.assign(series=used["impl"].astype(str))
     key = "shape_set" if by_shape else "model"
+    if used["gpu_name"].nunique(dropna=True) > 1:
+        # Each GPU in panels of its own: one chip's kernel next to another's is no comparison (op times differ
+        # with bandwidth; a ratio is only meaningful within one run).
+        gpu = used["gpu_name"].astype("string").fillna("?")
+        used = used.assign(panel=used[key].astype("string") + " · " + gpu)
+        key = "panel"
     ops = sorted(used[key].dropna().astype(str).unique())
     fig, axes = new_figure(ncols=len(ops), width=8.0, height=4.8)
     notes, tables = [], []
@@ -68,7 +74,9 @@ def draw_op(rows: pd.DataFrame, out_dir: Path, ref: pd.DataFrame | None = None) 
         ax.set_xscale("log", base=2)
         ctx_axis(ax, list(pts["x"]), label="sequence length T (tokens)")
         ax.set_ylabel(ylabel(metric, next(iter(sub["unit"].dropna()), "ms")))
-        ax.set_title(SHAPE_TITLES.get(op, f"shape set {op}") if by_shape else op)
+        shape, _, gpu_label = op.partition(" · ")
+        title = SHAPE_TITLES.get(shape, f"shape set {shape}") if by_shape else shape
+        ax.set_title(f"{title}\n{gpu_label}" if gpu_label else title, fontsize=9 if gpu_label else None)
         # Both shape sets share impl names: prefix the table's columns with the shape set so they stay apart.
         tables.append(pivot(pts).add_prefix(f"({op}) ") if by_shape else pivot(pts))
     fig.suptitle(TITLE, y=1.02)

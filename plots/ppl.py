@@ -21,6 +21,8 @@ from plots.style import MODEL_COLORS, caption, ctx_axis, legend_outside, new_fig
 PPL_METRICS = ["ppl", "perplexity"]
 
 
+# What makes perplexities comparable: the same text, tokenized the same way (bench/ppl.py rows carry all three).
+EVAL_SET = ["dataset", "corpus_checksum", "tokenizer"]
 PROTOCOL_LABELS = {"single_model_eval_ctx": "one model, eval at ctx", "trained_per_ctx": "trained per ctx"}
 
 
@@ -60,24 +62,56 @@ def _beyond_train_ctx(rows: pd.DataFrame) -> list[str]:
     ]
 
 
+def _panels(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """One panel per evaluation set (corpus, its checksum, tokenizer): perplexities of different text are not
+    comparable, so two training campaigns on two corpora never share axes. Series are labelled within a panel."""
+    cols = [c for c in EVAL_SET if c in rows.columns and rows[c].notna().any()]
+    if not cols:
+        return [("", _series(rows))]
+    key = rows[cols].astype("string").fillna("?").agg(" · ".join, axis=1)
+    out = []
+    for k, grp in rows.groupby(key, sort=True):
+        tcs = sorted({int(t) for t in grp["train_ctx"].dropna()})
+        trained = f" · trained at {', '.join(fmt_x(t) for t in tcs)}" if tcs else ""
+        out.append((f"{k}{trained}", _series(grp)))
+    return out
+
+
+def _draw_panels(
+    name: str, title: str, used: pd.DataFrame, x: str, spread: bool
+) -> tuple[object, list, pd.DataFrame, list[str]]:
+    """(figure, axes, points of every panel with the panel in the series name when there are several, notes)."""
+    panels = _panels(used)
+    fig, axes = new_figure(ncols=len(panels))
+    notes: list[str] = []
+    all_pts = []
+    for ax, (label, rows) in zip(axes, panels):
+        pts = points(rows, x)
+        notes += draw_series(ax, pts, spread=spread) + _beyond_train_ctx(rows)
+        _mark_train_ctx(ax, rows)
+        if len(panels) > 1:
+            ax.set_title(label, fontsize=9)
+            pts = pts.assign(series=f"[{label}] " + pts["series"].astype(str))
+        all_pts.append(pts)
+    fig.suptitle(title) if len(panels) > 1 else axes[0].set_title(title)
+    return fig, axes, pd.concat(all_pts, ignore_index=True), notes
+
+
 def draw_ppl_ctx(rows: pd.DataFrame, out_dir: Path, ref: pd.DataFrame | None = None) -> FigureResult:
-    """Perplexity vs evaluation context length, one line per model/impl (split by size/dataset if several)."""
+    """Perplexity vs evaluation context length, one line per model/impl, one panel per evaluation set."""
     name, title = "ppl_vs_ctx", "Perplexity vs context length (lower is better)"
-    used = _series(select(_main(rows), "ppl", PPL_METRICS))
+    used = select(_main(rows), "ppl", PPL_METRICS)
     used = used[used["metric"].isin(PPL_METRICS) | (used["status"] != "ok")]
     if not (used["status"] == "ok").any():
         return skipped(name, title, "no rows with mode=ppl, metric ppl")
-    pts = points(used, "ctx")
-    fig, (ax,) = new_figure()
-    notes = draw_series(ax, pts) + _beyond_train_ctx(used)
-    if reference.overlay_lines(ax, reference.for_figure(ref, name, "ppl"), MODEL_COLORS):
+    fig, axes, pts, notes = _draw_panels(name, title, used, "ctx", spread=True)
+    if reference.overlay_lines(axes[0], reference.for_figure(ref, name, "ppl"), MODEL_COLORS):
         notes.append("dashed: the paper's values (plots/paper_reference.csv), not measured here")
-    ctx_axis(ax, list(pts["x"]))
-    _mark_train_ctx(ax, used)
-    plain_log_y(ax)  # one extrapolating model can sit far above the rest; ratios read the same everywhere
-    ax.set_ylabel("perplexity (log scale)")
-    ax.set_title(title)
-    legend_outside(fig, [ax])
+    for ax in axes:
+        ctx_axis(ax, list(pts["x"]))
+        plain_log_y(ax)  # one extrapolating model can sit far above the rest; ratios read the same everywhere
+    axes[0].set_ylabel("perplexity (log scale)")
+    legend_outside(fig, axes)
     caption(fig, caption_lines(used, notes))
     return FigureResult(name, title, save(fig, out_dir, name), pivot(pts), notes)
 
@@ -85,23 +119,20 @@ def draw_ppl_ctx(rows: pd.DataFrame, out_dir: Path, ref: pd.DataFrame | None = N
 def draw_loss_by_token(rows: pd.DataFrame, out_dir: Path, ref: pd.DataFrame | None = None) -> FigureResult:
     """Loss vs token index inside long sequences (x: token_index, else ctx as the bucket end)."""
     name, title = "loss_vs_token", "Loss vs token index within a sequence"
-    used = _series(select(_main(rows), "ppl", ["loss_by_token"]))
+    used = select(_main(rows), "ppl", ["loss_by_token"])
     used = used[used["metric"] == "loss_by_token"]
     if not (used["status"] == "ok").any():
         return skipped(name, title, "no rows with mode=ppl, metric loss_by_token")
     used = used.assign(pos=used["token_index"].fillna(used["ctx"]))
-    pts = points(used, "pos")
-    fig, (ax,) = new_figure()
-    notes = draw_series(ax, pts, spread=False) + _beyond_train_ctx(used)
-    if reference.overlay_lines(ax, reference.for_figure(ref, name, "loss_by_token"), MODEL_COLORS):
+    fig, axes, pts, notes = _draw_panels(name, title, used, "pos", spread=False)
+    if reference.overlay_lines(axes[0], reference.for_figure(ref, name, "loss_by_token"), MODEL_COLORS):
         notes.append("dashed: the paper's values (plots/paper_reference.csv), not measured here")
-    ax.set_xscale("log", base=2)
-    _mark_train_ctx(ax, used)
-    ax.set_xlabel("token index (end of bucket, log scale)")
-    ax.xaxis.set_major_formatter(_k_formatter())
-    ax.set_ylabel(ylabel("loss_by_token", next(iter(used["unit"].dropna()), "nats")))
-    ax.set_title(title)
-    legend_outside(fig, [ax])
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("token index (end of bucket, log scale)")
+        ax.xaxis.set_major_formatter(_k_formatter())
+    axes[0].set_ylabel(ylabel("loss_by_token", next(iter(used["unit"].dropna()), "nats")))
+    legend_outside(fig, axes)
     ctxs = sorted({int(c) for c in used["ctx"].dropna()})
     caption(fig, caption_lines(used, [f"sequence length(s): {', '.join(map(str, ctxs))}"] + notes))
     return FigureResult(name, title, save(fig, out_dir, name), _coarse(pivot(pts, "{:.4f}")), notes)

@@ -20,7 +20,7 @@ SCHEMA_COLUMNS: list[str] = [
 # Columns beyond the schema that individual figures read when rows carry them (absent -> that figure skips).
 OPTIONAL_COLUMNS: list[str] = [
     "token_index", "mini_batch_size", "variant", "flops", "dataset", "checkpoint", "corpus", "protocol", "train_ctx",
-    "n_tokens", "shape_set", "cuda_graph",
+    "n_tokens", "shape_set", "cuda_graph", "corpus_checksum",
 ]  # fmt: skip
 
 NUMERIC_COLUMNS: list[str] = [
@@ -50,7 +50,8 @@ def normalize(df: pd.DataFrame) -> pd.DataFrame:
             df[col] = pd.NA
     for col in NUMERIC_COLUMNS:
         df[col] = pd.to_numeric(df[col], errors="coerce")
-    for col in ("model", "impl", "size", "mode", "metric", "unit", "dtype", "status", "gpu_name", "run_id", "protocol"):
+    text = ("model", "impl", "size", "mode", "metric", "unit", "dtype", "status", "gpu_name", "run_id", "protocol")
+    for col in (*text, "corpus_checksum"):
         df[col] = df[col].astype("string").str.strip()
     # bench/ppl.py and bench/train.py name their text `corpus`; figures split series and panels by `dataset`.
     df["dataset"] = df["dataset"].fillna(df["corpus"])

@@ -125,3 +125,39 @@ def test_duplicate_files_count_once(tmp_path):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         t.to_csv(tmp_path / name, index=False)
     assert len(load_results(Path(tmp_path))) == len(t)
+
+
+def test_ppl_claim_per_evaluation_set_and_needs_a_real_gap():
+    """Two corpora are two claims, never pooled; TTT must gain more than Mamba, not share a drift with it."""
+    from plots.claims import ppl_long_context
+    from plots.rows import normalize
+
+    def rows(checksum: str, ttt: tuple[float, float], mamba: tuple[float, float]) -> list[dict]:
+        out = []
+        for model, (p16, p32) in (("ttt_linear", ttt), ("mamba", mamba)):
+            for ctx, v in ((16384, p16), (32768, p32)):
+                out.append(row(model=model, impl=f"{model}/x", mode="ppl", metric="ppl", ctx=ctx, value=v,
+                               corpus="stdlib", corpus_checksum=checksum, train_ctx=32768))  # fmt: skip
+        return out
+
+    df = normalize(pd.DataFrame(rows("aaa", (10.0, 9.5), (10.0, 10.0)) + rows("bbb", (10.0, 9.99), (10.0, 9.98))))
+    claims = {c.text.split("(")[-1]: c for c in ppl_long_context(df)}
+    assert len(claims) == 2
+    assert claims["stdlib aaa, trained at 32k)"].verdict == "yes"
+    assert claims["stdlib bbb, trained at 32k)"].verdict == "no"  # Mamba gained as much: no trend
+
+
+def test_op_figure_has_panels_per_gpu(tmp_path):
+    from plots.op import draw_op
+    from plots.rows import normalize
+
+    rows = [
+        row(model="ttt_linear", impl=f"ttt_linear/{impl}", mode="op", metric="time", unit="ms", ctx=t, batch=16,
+            value=v * t / 1024, shape_set="b", gpu_name=gpu)
+        for gpu, v in (("GPU-A", 1.0), ("GPU-B", 0.5)) for impl in ("triton", "dual") for t in (1024, 2048)
+    ]  # fmt: skip
+    res = draw_op(normalize(pd.DataFrame(rows)), tmp_path)
+    cols = list(res.table.columns)
+    assert any("GPU-A" in c for c in cols) and any("GPU-B" in c for c in cols)
+    a = res.table[[c for c in cols if "GPU-A" in c and c.endswith("ttt_linear/triton")][0]]
+    assert list(a) == ["1", "2"]  # GPU-A's own values, not a median over both GPUs
