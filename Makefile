@@ -40,9 +40,11 @@ bench-op: $(STAMP)
 	$(PY) -m bench.run +sweep=op
 
 # Matched training of the four small models on the offline corpus, then perplexity vs ctx and loss by token index.
-# The settings of the committed H100 run (bench/notes/ppl_run_gpu.sh); without a GPU, a labelled tiny run.
+# The settings of the committed H200 run (bench/notes/session3_run2_gpu.sh: ctx 32k, TTT steps in a CUDA graph);
+# PPL_DATA=data.root=DIR reads an exported corpus (python -m bench.data export DIR). Without a GPU, a tiny run.
 PPL_MODELS ?= transformer mamba ttt_linear ttt_mlp
-PPL_GPU_ARGS ?= size=small train.ctx=2048 train.batch=32 train.tokens=6291456
+PPL_DATA ?=
+PPL_GPU_ARGS ?= size=small train.ctx=32768 train.batch=4 train.tokens=6291456 train.val_windows=2 $(PPL_DATA)
 PPL_CPU_ARGS ?= size=tiny train.ctx=256 train.batch=4 train.tokens=32768
 bench-ppl: $(STAMP)
 	@if $(PY) -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then \

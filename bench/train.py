@@ -514,19 +514,23 @@ def run(setup: Setup) -> dict[str, Any]:
         for _ in range(accum):
             micro.append(setup.windows.take(state.position, batch).to(setup.device, non_blocking=True))
             state.position += batch
-        if setup.graph and graphed is None:
-            c0 = time.monotonic()
-            graphed = capture(setup, net, opt, step, micro, state.step)
-            capture_s = time.monotonic() - c0
-            print(f"{setup.model}: training step captured in a CUDA graph in {capture_s:.1f} s", file=sys.stderr)
-            t0 += capture_s  # the step's own time (rates, the time budget) leaves the one-off capture out
-            state.wall_s += capture_s
-        if graphed is not None:
-            loss_t, gn = graphed(micro)
-        else:
-            loss_t, gn = step(micro)
-            opt.zero_grad(set_to_none=True)
-        loss_v = float(loss_t)  # one host sync per step: the log and the bar need it
+        try:
+            if setup.graph and graphed is None:
+                c0 = time.monotonic()
+                graphed = capture(setup, net, opt, step, micro, state.step)
+                capture_s = time.monotonic() - c0
+                print(f"{setup.model}: training step captured in a CUDA graph in {capture_s:.1f} s", file=sys.stderr)
+                t0 += capture_s  # the step's own time (rates, the time budget) leaves the one-off capture out
+                state.wall_s += capture_s
+            if graphed is not None:
+                loss_t, gn = graphed(micro)
+            else:
+                loss_t, gn = step(micro)
+                opt.zero_grad(set_to_none=True)
+            loss_v = float(loss_t)  # one host sync per step: the log and the bar need it
+        except torch.OutOfMemoryError as e:
+            bar.close()
+            raise UserError(out_of_memory(setup, e)) from None
         if not math.isfinite(loss_v):
             bar.close()
             raise UserError(
@@ -584,6 +588,16 @@ def run(setup: Setup) -> dict[str, Any]:
         file=sys.stderr,
     )
     return {"step": state.step, "stop_reason": stop, "val_loss": vloss, "rows": n_rows, "checkpoint": digest}
+
+
+def out_of_memory(setup: Setup, e: BaseException) -> str:
+    """The one line for a step that did not fit: what ran out, and the settings that make it fit."""
+    what = " ".join(str(e).split())[:160]
+    return (
+        f"{setup.model}: out of GPU memory at train.batch={setup.train['batch']}, train.ctx={setup.ctx} ({what}); "
+        "lower train.batch and raise train.accum to keep the windows per step, or set train.grad_checkpoint=true "
+        f"(the last checkpoint in '{setup.out}' is kept)"
+    )
 
 
 def train_step(

@@ -144,3 +144,17 @@ def test_graphed_training_equals_eager(tmp_path, model):
     meta = checkpoint.load_meta(tmp_path / "graphed")
     assert meta["cuda_graph"] is True and meta["graph_capture_s"] > 0
     assert isinstance(train.ttt_layers(checkpoint.load(tmp_path / "graphed")[0])[0].cfg.ttt_base_lr, float)
+
+
+def test_out_of_memory_is_one_line(tmp_path, monkeypatch):
+    """A step that does not fit ends the run with one line naming the batch and the settings that make it fit."""
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 24.00 GiB")
+
+    monkeypatch.setattr(train, "lm_loss", oom)
+    with pytest.raises(UserError) as e:
+        train.execute(cfg_of(tmp_path, "train.batch=2"))
+    msg = str(e.value)
+    assert "\n" not in msg and "out of GPU memory at train.batch=2, train.ctx=32" in msg
+    assert "Tried to allocate 24.00 GiB" in msg and "train.accum" in msg and "grad_checkpoint" in msg
