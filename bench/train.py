@@ -412,6 +412,17 @@ def start(setup: Setup) -> tuple[torch.nn.Module, torch.optim.Optimizer, State, 
     return net, opt, state, resumable is not None
 
 
+def _portable(opt_state: dict[str, Any]) -> dict[str, Any]:
+    """The optimizer state as an eager run expects it: a graphed run's device-tensor lr saved as a float, and
+    capturable off (a resumed graphed run turns both on again before its capture)."""
+    for g in opt_state["param_groups"]:  # state_dict() gives new group dicts: the live optimizer is untouched
+        if isinstance(g.get("lr"), torch.Tensor):
+            g["lr"] = float(g["lr"])
+        if "capturable" in g:
+            g["capturable"] = False
+    return opt_state
+
+
 def save(setup: Setup, net: torch.nn.Module, opt: torch.optim.Optimizer, state: State, extra: dict[str, Any]) -> str:
     commit, dirty = results.git_state()
     meta = {
@@ -448,7 +459,7 @@ def save(setup: Setup, net: torch.nn.Module, opt: torch.optim.Optimizer, state: 
             "wall_s": state.wall_s,
             "losses": state.losses[-LOSS_WINDOW:],
         },
-        "optimizer": opt.state_dict(),
+        "optimizer": _portable(opt.state_dict()),
         "rng": {
             "cpu": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state(setup.device) if setup.device.type == "cuda" else None,
@@ -568,7 +579,8 @@ def run(setup: Setup) -> dict[str, Any]:
     if state.step >= setup.total_steps:
         stop = "tokens"
     if graphed is not None:
-        del graphed  # frees the graph's memory pool before validation
+        del graphed  # the graph's memory pool goes before validation, with the grads that live in it
+        opt.zero_grad(set_to_none=True)
         final = ttt_base_lr_at(setup, state.step)
         if final is not None:
             set_ttt_base_lr(net, float(final))  # a plain float again in the saved model's config

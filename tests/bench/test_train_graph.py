@@ -143,6 +143,15 @@ def test_graphed_training_equals_eager(tmp_path, model):
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-3, atol=1e-4)
     meta = checkpoint.load_meta(tmp_path / "graphed")
     assert meta["cuda_graph"] is True and meta["graph_capture_s"] > 0
+    # Stopped after 2 steps and resumed (a new capture from the saved optimizer state): the same run again.
+    first = train.execute(cfg_of(tmp_path, *common, "train.cuda_graph=true", "train.stop_after_steps=2", name="parts"))
+    assert first["step"] == 2
+    assert train.execute(cfg_of(tmp_path, *common, "train.cuda_graph=true", name="parts"))["step"] == 6
+    for a, b in zip(lg, _log(tmp_path / "parts")):
+        assert float(a["loss"]) == pytest.approx(float(b["loss"]), rel=1e-4, abs=1e-5)
+    wp = load_file(tmp_path / "parts" / checkpoint.WEIGHTS)
+    for k in wb:
+        torch.testing.assert_close(wb[k], wp[k], rtol=1e-3, atol=1e-4)
     assert isinstance(train.ttt_layers(checkpoint.load(tmp_path / "graphed")[0])[0].cfg.ttt_base_lr, float)
 
 
@@ -158,3 +167,16 @@ def test_out_of_memory_is_one_line(tmp_path, monkeypatch):
     msg = str(e.value)
     assert "\n" not in msg and "out of GPU memory at train.batch=2, train.ctx=32" in msg
     assert "Tried to allocate 24.00 GiB" in msg and "train.accum" in msg and "grad_checkpoint" in msg
+
+
+def test_saved_optimizer_state_is_portable():
+    """A graphed run's tensor lr and capturable flag are saved as an eager run expects; the live optimizer keeps
+    its tensor (the captured step reads that memory)."""
+    net, opt, _ = _tiny_run("ttt_linear")
+    lr = torch.tensor(2e-3)
+    for g in opt.param_groups:
+        g["lr"], g["capturable"] = lr, True
+    saved = train._portable(opt.state_dict())
+    assert all(g["lr"] == pytest.approx(2e-3) and isinstance(g["lr"], float) for g in saved["param_groups"])
+    assert not any(g["capturable"] for g in saved["param_groups"])
+    assert opt.param_groups[0]["lr"] is lr and opt.param_groups[0]["capturable"]
