@@ -171,8 +171,10 @@ def _ttt_impl(x: Inputs, impl: str) -> tuple[Callable[[], Any], Callable[[], flo
 def mlp_triton_variant(impl: str) -> dict[str, Any]:
     """'ttt_mlp/triton[-bf16|-tf32|-ieee][-wN][-sN][-rN][-hN][-nopf][-ln1|-ln2][-exact]' -> kwargs of ttt_mlp_triton
     (warps, pipeline stages, register cap, hidden chunks of the hidden contractions, no register prefetch of the
-    next mini-batch, LN passes, exact tanh instead of tanh.approx; the defaults are ttt_mlp_prefill's)."""
+    next mini-batch, LN passes, exact tanh instead of tanh.approx; the defaults are ttt_mlp_prefill's), plus the
+    register-pressure switches -lq1 -dz16 -rl -lzo (bench/notes/ttt_mlp_spills_*)."""
     kw: dict[str, Any] = {}
+    reg_knobs = {"lq1": "late_zq1", "dz16": "dz_bf16", "rl": "reload_consts", "lzo": "lazy_offsets"}
     knobs = {"w": "num_warps", "s": "num_stages", "r": "maxnreg", "h": "hidden_chunks"}
     for part in impl.split("/", 1)[1].split("-")[1:]:
         if part[:1] in knobs and part[1:].isdigit():
@@ -183,6 +185,8 @@ def mlp_triton_variant(impl: str) -> dict[str, Any]:
             kw["one_pass_ln"] = part == "ln1"
         elif part == "exact":
             kw["fast_tanh"] = False
+        elif part in reg_knobs:
+            kw[reg_knobs[part]] = True
         else:
             kw["precision"] = part
     return kw

@@ -95,8 +95,19 @@ def test_prefill_matches_naive(B, H, T, d, b, pre, seed):
 
 @pytest.mark.parametrize(
     "tuning",
-    [{"hidden_chunks": 1}, {"hidden_chunks": 4}, {"prefetch": False}, {"one_pass_ln": False}],
-    ids=["hch1", "hch4", "noprefetch", "ln2"],
+    [
+        {"hidden_chunks": 1},
+        {"hidden_chunks": 4},
+        {"prefetch": False},
+        {"one_pass_ln": False},
+        {"late_zq1": True},
+        {"late_zq1": True, "prefetch": False, "hidden_chunks": 1},
+        {"dz_bf16": True},
+        {"reload_consts": True},
+        {"lazy_offsets": True},
+        {"late_zq1": True, "dz_bf16": True, "reload_consts": True, "lazy_offsets": True, "prefetch": False},
+    ],
+    ids=["hch1", "hch4", "noprefetch", "ln2", "lq1", "nopf-lq1-h1", "dz16", "rl", "lzo", "all-nopf"],
 )
 def test_prefill_knobs_keep_results(tuning):
     """The tuning knobs change the schedule, never the function: head chunk, full mini-batch and tail."""

@@ -43,6 +43,9 @@ from ttt.ops.triton_common import (
     row_stats,
 )
 
+# ttt_mlp_prefill's register-pressure knobs -> the kernel's constexprs (bench/notes/ttt_mlp_spills_compile.py)
+KNOB_CONSTS = {"late_zq1": "LQ1", "dz_bf16": "DZ16", "reload_consts": "RELOAD", "lazy_offsets": "LAZY_OFS"}
+
 # MODE of `_mini_batch` (passed as literals 0 / 1 / 2 in the kernel): a whole mini-batch folded into the weights (the
 # hot loop), the head chunk that finishes the input state's partial mini-batch (reads the accumulators), a ragged
 # tail (writes them).
@@ -102,7 +105,7 @@ def _mini_batch(
     W1a_ptr, b1a_ptr, W2a_ptr, b2a_ptr, W1o_ptr, b1o_ptr, W2o_ptr, b2o_ptr, W1ao_ptr, b1ao_ptr, W2ao_ptr, b2ao_ptr,
     w1tofs, b1ofs, w2ofs, b2ofs, fold, eps,
     MODE: tl.constexpr, PREC: tl.constexpr, FAST: tl.constexpr, ONE_PASS: tl.constexpr, HCH: tl.constexpr,
-    D: tl.constexpr, BT: tl.constexpr,
+    D: tl.constexpr, BT: tl.constexpr, LQ1: tl.constexpr = False, DZ16: tl.constexpr = False,
 ):  # fmt: skip
     """One mini-batch (or a partial one): stores its outputs, returns (W1^T, b1, W2, b2) after it.
 
@@ -119,22 +122,26 @@ def _mini_batch(
     cols = tl.arange(0, D)
     t = t0 + rows
     valid = (rows < BS) & (t >= 0) & (t < T)
+    LATE: tl.constexpr = LQ1 and MODE != 1  # Zq1 from the updated W1 (knob late_zq1; the head chunk: never)
     W1Td = operand(W1T, PREC)
     kT = tl.trans(k)
     qT = tl.trans(q)
     z1T = dot(W1Td, kT, PREC) + b1[:, None]
-    zq1T = dot(W1Td, qT, PREC) + b1[:, None]  # with the old W1 here: no copy of it needed later
+    if not LATE:
+        zq1T = dot(W1Td, qT, PREC) + b1[:, None]  # with the old W1 here: no copy of it needed later
     if MODE == 1:  # W_t = W' - te_t (acc + ...): the input accumulators' share of the first layer
         zq1T -= te[None, :] * (dot(_load_f32(W1a_ptr, w1tofs), qT, PREC) + _load_f32(b1a_ptr, b1ofs)[:, None])
 
     # The chain: gradients at the mini-batch-start weights.
     x2T, dz1T = gelu_tanh_fwd_bwd(z1T, FAST)
     x2T = operand(x2T, PREC)  # X2^T only ever enters matmuls
+    if DZ16:  # gelu'(Z1) kept in the operand precision across the chain (half the registers at bf16)
+        dz1T = operand(dz1T, PREC)
     z2 = _hid_dot(x2T, operand(W2, PREC), PREC, HCH) + b2[None, :]
     g2 = ln_l2_grad(z2, v.to(tl.float32) - k.to(tl.float32), ln_w, ln_b, D, eps, ONE_PASS)
     eg2 = tl.where(valid[:, None], g2 * eta.to(tl.float32)[:, None], 0.0)  # masked tokens: exactly zero
     eg2d = operand(eg2, PREC)
-    eg1T = dot(operand(W2, PREC), tl.trans(eg2d), PREC) * dz1T  # eta * G1^T (columns are linear in eta)
+    eg1T = dot(operand(W2, PREC), tl.trans(eg2d), PREC) * dz1T.to(tl.float32)  # eta * G1^T (columns are linear in eta)
     db1 = tl.sum(eg1T, axis=1)
     db2 = tl.sum(eg2, axis=0)
     eg1Td = operand(eg1T, PREC)
@@ -157,8 +164,15 @@ def _mini_batch(
             cf = te_last
 
     # Outputs (off the chain). a1T[j, i] = te_i (q_i . k_j + 1) for j <= i (old W1, as zq1T).
-    a1T = tl.where(rows[None, :] >= rows[:, None], te[None, :] * (dot(k, qT, PREC) + 1.0), 0.0)
-    zq1T -= dot(eg1Td, a1T, PREC)
+    if LATE:
+        # Zq1 = Q W1' + b1' - tril(te_i (q_i.k_j + 1)) eg1 in terms of the new W1 = W1' - cf K^T eg1, b1 likewise
+        # (as Zq2 below): a1T[j, i] = (cf - te_i [j <= i]) (q_i . k_j + 1); the old W1's copy and Zq1 need not
+        # stay alive across the chain.
+        c1T = cf - tl.where(rows[None, :] >= rows[:, None], te[None, :], 0.0)
+        zq1T = dot(operand(W1T, PREC), qT, PREC) + b1[:, None] + dot(eg1Td, c1T * (dot(k, qT, PREC) + 1.0), PREC)
+    else:
+        a1T = tl.where(rows[None, :] >= rows[:, None], te[None, :] * (dot(k, qT, PREC) + 1.0), 0.0)
+        zq1T -= dot(eg1Td, a1T, PREC)
     xq2T = operand(gelu_tanh(zq1T, FAST), PREC)
     c2 = cf - tl.where(rows[:, None] >= rows[None, :], te[:, None], 0.0)  # c2[i, j] = cf - te_i [j <= i]
     a2 = c2 * (_gram(xq2T, x2T, PREC, HCH) + 1.0)
@@ -242,18 +256,14 @@ def _ttt_mlp_prefill_kernel(
     eps,
     PREC: tl.constexpr, FAST: tl.constexpr, ONE_PASS: tl.constexpr, PREFETCH: tl.constexpr,
     HCH: tl.constexpr, HEAD: tl.constexpr, D: tl.constexpr, HID: tl.constexpr, BT: tl.constexpr,
+    LQ1: tl.constexpr = False, DZ16: tl.constexpr = False, RELOAD: tl.constexpr = False, LAZY_OFS: tl.constexpr = False,
 ):  # fmt: skip
     pid = tl.program_id(0)
     bi = pid // H
     hi = pid % H
     rows = tl.arange(0, BT)
     rd = tl.arange(0, D)
-    rh = tl.arange(0, HID)
-    base = pid.to(tl.int64)
-    w1tofs = base * D * HID + rh[:, None] + rd[None, :] * HID  # W1 (d x 4d) in memory, read as W1^T (4d x d)
-    w2ofs = base * HID * D + rh[:, None] * D + rd[None, :]
-    b1ofs = base * HID + rh
-    b2ofs = base * D + rd
+    w1tofs, b1ofs, w2ofs, b2ofs = _state_offsets(pid.to(tl.int64), D, HID)
 
     qo = bi.to(tl.int64) * stride_qb + hi.to(tl.int64) * stride_qh
     q_p = q_ptr + qo
@@ -296,6 +306,11 @@ def _ttt_mlp_prefill_kernel(
         nq, nk, nv, ne = load_chunk(q_p, k_p, v_p, e_p, n_head, T, stride_qt, stride_et, BS, D, BT)
         for c in range(0, n_full):
             t0 = n_head + c * BS
+            if RELOAD:  # per mini-batch from L1 instead of registers held across the loop
+                ln_w = tl.load(lnw_ptr + hi * D + rd).to(tl.float32)
+                ln_b = tl.load(lnb_ptr + hi * D + rd).to(tl.float32)
+                te = tl.load(te_ptr + rows, mask=rows < BS, other=0.0).to(tl.float32)
+                te_last = tl.load(te_ptr + BS - 1).to(tl.float32)
             if PREFETCH:  # the next mini-batch's tiles load under this one's math (register double buffering)
                 q, k, v, eta = nq, nk, nv, ne
                 nq, nk, nv, ne = load_chunk(q_p, k_p, v_p, e_p, t0 + BS, T, stride_qt, stride_et, BS, D, BT)
@@ -305,8 +320,18 @@ def _ttt_mlp_prefill_kernel(
                 q, k, v, eta, o_p, t0, T, stride_ot, BS, te, te_last, ln_w, ln_b, W1T, b1, W2, b2,
                 W1a_ptr, b1a_ptr, W2a_ptr, b2a_ptr, W1o_ptr, b1o_ptr, W2o_ptr, b2o_ptr, W1ao_ptr, b1ao_ptr,
                 W2ao_ptr, b2ao_ptr, w1tofs, b1ofs, w2ofs, b2ofs, True, eps, 0, PREC, FAST, ONE_PASS, HCH, D, BT,
+                LQ1, DZ16,
             )  # fmt: skip
 
+        if LAZY_OFS:  # the state's (4d x d) int64 offsets made again here, not held across the loop: `zero` is 0 at
+            # run time (the offset is >= 0) but not to the compiler, so the pre-loop copies are not reused (CSE)
+            zero = tl.minimum(tl.load(off_ptr), 0)
+            w1tofs, b1ofs, w2ofs, b2ofs = _state_offsets(pid.to(tl.int64) + zero, D, HID)
+        if RELOAD:
+            ln_w = tl.load(lnw_ptr + hi * D + rd).to(tl.float32)
+            ln_b = tl.load(lnb_ptr + hi * D + rd).to(tl.float32)
+            te = tl.load(te_ptr + rows, mask=rows < BS, other=0.0).to(tl.float32)
+            te_last = tl.load(te_ptr + BS - 1).to(tl.float32)
         t_tail = n_head + n_full * BS
         if t_tail < T:  # ragged tail: writes the state and, as the accumulators, its gradient sums
             if not PREFETCH:
@@ -315,6 +340,7 @@ def _ttt_mlp_prefill_kernel(
                 nq, nk, nv, ne, o_p, t_tail, T, stride_ot, BS, te, te_last, ln_w, ln_b, W1T, b1, W2, b2,
                 W1a_ptr, b1a_ptr, W2a_ptr, b2a_ptr, W1o_ptr, b1o_ptr, W2o_ptr, b2o_ptr, W1ao_ptr, b1ao_ptr,
                 W2ao_ptr, b2ao_ptr, w1tofs, b1ofs, w2ofs, b2ofs, False, eps, 2, PREC, FAST, ONE_PASS, HCH, D, BT,
+                LQ1, DZ16,
             )  # fmt: skip
         else:
             if (o0 + T) % BS == 0:  # at a mini-batch boundary: zero accumulators (else launch 1 wrote them)
@@ -323,6 +349,16 @@ def _ttt_mlp_prefill_kernel(
                 tl.store(W2ao_ptr + w2ofs, tl.zeros([HID, D], dtype=W2ao_ptr.dtype.element_ty))
                 tl.store(b1ao_ptr + b1ofs, tl.zeros([HID], dtype=b1ao_ptr.dtype.element_ty))
                 tl.store(b2ao_ptr + b2ofs, tl.zeros([D], dtype=b2ao_ptr.dtype.element_ty))
+
+
+@triton.jit
+def _state_offsets(base, D: tl.constexpr, HID: tl.constexpr):
+    """Offsets of one (batch, head)'s W1^T, b1, W2, b2 (W1 is (d x 4d) in memory, read as W1^T (4d x d))."""
+    rd = tl.arange(0, D)
+    rh = tl.arange(0, HID)
+    w1tofs = base * D * HID + rh[:, None] + rd[None, :] * HID
+    w2ofs = base * HID * D + rh[:, None] * D + rd[None, :]
+    return w1tofs, base * HID + rh, w2ofs, base * D + rd
 
 
 @triton.jit
@@ -352,6 +388,10 @@ def ttt_mlp_prefill(
     one_pass_ln: bool = True,
     prefetch: bool = True,
     hidden_chunks: int = 2,
+    late_zq1: bool = False,
+    dz_bf16: bool = False,
+    reload_consts: bool = False,
+    lazy_offsets: bool = False,
     num_warps: int | None = None,
     num_stages: int | None = None,
     maxnreg: int | None = None,
@@ -366,6 +406,11 @@ def ttt_mlp_prefill(
       one_pass_ln    LayerNorm statistics in one two-operand reduction
       prefetch       load the next mini-batch's q, k, v, eta under this one's math
       hidden_chunks  1, 2 or 4 K-chunks of the contractions over the hidden units (fewer registers at a time)
+      Register-pressure knobs (default off; bench/notes/ttt_mlp_spills_*; same function up to operand rounding):
+      late_zq1       Zq1 from the updated W1 (as Zq2): neither Zq1 nor the old W1's bf16 copy lives across the chain
+      dz_bf16        gelu'(Z1) held in the operand precision across the chain (bf16: 8 registers instead of 16)
+      reload_consts  ln weights and token_eta re-read from L1 each mini-batch instead of held across the loop
+      lazy_offsets   the state's int64 offsets recomputed after the loop instead of held across it
       num_warps      default 8 at d = 64 (the state alone is 128 registers a thread there), else 4
       num_stages, maxnreg  passed to the launch when set"""
     if precision is None:  # the interpreter's bf16 tl.dot is unusable (triton 3.9): CPU runs compute in fp32
@@ -417,6 +462,7 @@ def ttt_mlp_prefill(
         )  # fmt: skip
         meta = dict(
             PREC=precision, FAST=fast_tanh, ONE_PASS=one_pass_ln, PREFETCH=prefetch, HCH=hidden_chunks,
+            LQ1=late_zq1, DZ16=dz_bf16, RELOAD=reload_consts, LAZY_OFS=lazy_offsets,
             D=D, HID=HID, BT=BT, num_warps=num_warps, **launch,
         )  # fmt: skip
         # Two launches in stream order (no host read of the offset): the head chunk, a no-op at offset 0, then the
