@@ -280,6 +280,22 @@ def set_ttt_base_lr(net: torch.nn.Module, value: float | torch.Tensor) -> None:
             layer.cfg.ttt_base_lr = value
 
 
+def tensor_ttt_base_lr(net: torch.nn.Module, device: torch.device) -> None:
+    """ttt_base_lr as a 0-dim device tensor holding its current value (a captured step reads it; `set_ttt_base_lr`
+    then writes into it)."""
+    for layer in ttt_layers(net):
+        if not isinstance(layer.cfg.ttt_base_lr, torch.Tensor):
+            layer.cfg.ttt_base_lr = torch.tensor(float(layer.cfg.ttt_base_lr), dtype=torch.float32, device=device)
+
+
+def plain_ttt_base_lr(net: torch.nn.Module) -> None:
+    """ttt_base_lr back to a float of its current value (after a graphed run: the fused inference path and the
+    model's config take a number)."""
+    for layer in ttt_layers(net):
+        if isinstance(layer.cfg.ttt_base_lr, torch.Tensor):
+            layer.cfg.ttt_base_lr = float(layer.cfg.ttt_base_lr)
+
+
 def ttt_base_lr_at(setup: Setup, step: int) -> float | None:
     if setup.family != "ttt":
         return None
@@ -528,7 +544,7 @@ def run(setup: Setup) -> dict[str, Any]:
         try:
             if setup.graph and graphed is None:
                 c0 = time.monotonic()
-                graphed = capture(setup, net, opt, step, micro, state.step)
+                graphed = capture(setup, net, opt, step, micro)
                 capture_s = time.monotonic() - c0
                 print(f"{setup.model}: training step captured in a CUDA graph in {capture_s:.1f} s", file=sys.stderr)
                 t0 += capture_s  # the step's own time (rates, the time budget) leaves the one-off capture out
@@ -581,9 +597,7 @@ def run(setup: Setup) -> dict[str, Any]:
     if graphed is not None:
         del graphed  # the graph's memory pool goes before validation, with the grads that live in it
         opt.zero_grad(set_to_none=True)
-        final = ttt_base_lr_at(setup, state.step)
-        if final is not None:
-            set_ttt_base_lr(net, float(final))  # a plain float again in the saved model's config
+        plain_ttt_base_lr(net)
     vloss = val_loss(net, setup)
     extra = {"time_limited": stop == "time_limit", "stop_reason": stop, "val_loss": vloss}
     if setup.graph:
@@ -639,13 +653,10 @@ def capture(
     opt: torch.optim.Optimizer,
     step: train_graph.StepFn,
     micro: list[torch.Tensor],
-    at_step: int,
 ) -> train_graph.GraphedStep:
     """The step as a CUDA graph: lr and ttt_base_lr become device tensors first (set in place from then on)."""
     train_graph.tensor_lr(opt, setup.device)
-    inner = ttt_base_lr_at(setup, at_step)
-    if inner is not None:
-        set_ttt_base_lr(net, torch.tensor(float(inner), dtype=torch.float32, device=setup.device))
+    tensor_ttt_base_lr(net, setup.device)
     warm = int(setup.train.get("graph_warmup_tokens") or 0)
     return train_graph.GraphedStep(step, net, opt, micro, warm_tokens=warm if 0 < warm < setup.ctx else None)
 

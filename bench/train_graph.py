@@ -113,9 +113,7 @@ class GraphedStep:
         # at any length, so a short prefix does it (a 32k eager step would cost as much host time as the capture).
         short = [w[:, : warm_tokens + 1] for w in example] if warm_tokens else example
         warm_up(step, short, net, opt)
-        self.static = [torch.empty_like(w) for w in example]
-        for s, w in zip(self.static, example):
-            s.copy_(w)
+        self.static = [w.clone() for w in example]
         self.graph = torch.cuda.CUDAGraph()
         opt.zero_grad(set_to_none=True)  # the capture's backward allocates the grads in the graph's pool
         with torch.cuda.graph(self.graph):

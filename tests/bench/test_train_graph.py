@@ -180,3 +180,17 @@ def test_saved_optimizer_state_is_portable():
     assert all(g["lr"] == pytest.approx(2e-3) and isinstance(g["lr"], float) for g in saved["param_groups"])
     assert not any(g["capturable"] for g in saved["param_groups"])
     assert opt.param_groups[0]["lr"] is lr and opt.param_groups[0]["capturable"]
+
+
+def test_ttt_base_lr_to_tensor_and_back():
+    """Before capture the inner lr becomes a tensor of its current value; after the run a float of its last value
+    (what the fused inference path and the config take), however it was written in between."""
+    net = registry.build("ttt_mlp", "tiny")
+    train.set_ttt_base_lr(net, 0.03)
+    train.tensor_ttt_base_lr(net, torch.device("cpu"))
+    t = train.ttt_layers(net)[0].cfg.ttt_base_lr
+    assert isinstance(t, torch.Tensor) and float(t) == pytest.approx(0.03)
+    train.set_ttt_base_lr(net, 0.07)
+    train.plain_ttt_base_lr(net)
+    assert all(type(layer.cfg.ttt_base_lr) is float for layer in train.ttt_layers(net))
+    assert train.ttt_layers(net)[0].cfg.ttt_base_lr == pytest.approx(0.07)
