@@ -147,7 +147,7 @@ def ppl_long_context(rows: pd.DataFrame, long: int = 32768, mid: int = 16384) ->
     sel = rows[(rows["mode"] == "ppl") & (rows["metric"] == "ppl") & rows["variant"].isna() & (rows["status"] == "ok")]
     if sel.empty:
         return [Claim(base, "not measured", "needs ppl at both contexts for ttt_linear and mamba", "")]
-    checksum = sel["corpus_checksum"].astype("string").fillna("?") if "corpus_checksum" in sel else "?"
+    checksum = sel["corpus_checksum"].astype("string").fillna("?")  # normalize() gives every frame the column
     sel = sel.assign(_set=sel["dataset"].astype("string").fillna("?") + " " + checksum)
     sel = sel.assign(_tc=sel["train_ctx"].map(lambda t: fmt_x(t) if pd.notna(t) else "?"))
     claims = []

@@ -77,9 +77,7 @@ def _panels(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     return out
 
 
-def _draw_panels(
-    name: str, title: str, used: pd.DataFrame, x: str, spread: bool
-) -> tuple[object, list, pd.DataFrame, list[str]]:
+def _draw_panels(title: str, used: pd.DataFrame, x: str, spread: bool) -> tuple[object, list, pd.DataFrame, list[str]]:
     """(figure, axes, points of every panel with the panel in the series name when there are several, notes)."""
     panels = _panels(used)
     fig, axes = new_figure(ncols=len(panels))
@@ -93,7 +91,10 @@ def _draw_panels(
             ax.set_title(label, fontsize=9)
             pts = pts.assign(series=f"[{label}] " + pts["series"].astype(str))
         all_pts.append(pts)
-    fig.suptitle(title) if len(panels) > 1 else axes[0].set_title(title)
+    if len(panels) > 1:
+        fig.suptitle(title)
+    else:
+        axes[0].set_title(title)
     return fig, axes, pd.concat(all_pts, ignore_index=True), notes
 
 
@@ -104,7 +105,7 @@ def draw_ppl_ctx(rows: pd.DataFrame, out_dir: Path, ref: pd.DataFrame | None = N
     used = used[used["metric"].isin(PPL_METRICS) | (used["status"] != "ok")]
     if not (used["status"] == "ok").any():
         return skipped(name, title, "no rows with mode=ppl, metric ppl")
-    fig, axes, pts, notes = _draw_panels(name, title, used, "ctx", spread=True)
+    fig, axes, pts, notes = _draw_panels(title, used, "ctx", spread=True)
     if reference.overlay_lines(axes[0], reference.for_figure(ref, name, "ppl"), MODEL_COLORS):
         notes.append("dashed: the paper's values (plots/paper_reference.csv), not measured here")
     for ax in axes:
@@ -124,7 +125,7 @@ def draw_loss_by_token(rows: pd.DataFrame, out_dir: Path, ref: pd.DataFrame | No
     if not (used["status"] == "ok").any():
         return skipped(name, title, "no rows with mode=ppl, metric loss_by_token")
     used = used.assign(pos=used["token_index"].fillna(used["ctx"]))
-    fig, axes, pts, notes = _draw_panels(name, title, used, "pos", spread=False)
+    fig, axes, pts, notes = _draw_panels(title, used, "pos", spread=False)
     if reference.overlay_lines(axes[0], reference.for_figure(ref, name, "loss_by_token"), MODEL_COLORS):
         notes.append("dashed: the paper's values (plots/paper_reference.csv), not measured here")
     for ax in axes:

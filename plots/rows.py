@@ -28,6 +28,11 @@ NUMERIC_COLUMNS: list[str] = [
     "bytes_moved", "frac_hbm", "check_rel_err", "token_index", "mini_batch_size", "flops", "train_ctx", "n_tokens",
 ]  # fmt: skip
 
+TEXT_COLUMNS: list[str] = [
+    "model", "impl", "size", "mode", "metric", "unit", "dtype", "status", "gpu_name", "run_id", "protocol",
+    "corpus_checksum",
+]  # fmt: skip
+
 # Key of one measured quantity: a row seen twice (e.g. a run copied into results/baselines/) counts once.
 DEDUP_KEY: list[str] = [
     "run_id", "model", "impl", "size", "mode", "ctx", "batch", "dtype", "metric", "device", "git_commit",
@@ -50,8 +55,7 @@ def normalize(df: pd.DataFrame) -> pd.DataFrame:
             df[col] = pd.NA
     for col in NUMERIC_COLUMNS:
         df[col] = pd.to_numeric(df[col], errors="coerce")
-    text = ("model", "impl", "size", "mode", "metric", "unit", "dtype", "status", "gpu_name", "run_id", "protocol")
-    for col in (*text, "corpus_checksum"):
+    for col in TEXT_COLUMNS:
         df[col] = df[col].astype("string").str.strip()
     # bench/ppl.py and bench/train.py name their text `corpus`; figures split series and panels by `dataset`.
     df["dataset"] = df["dataset"].fillna(df["corpus"])
