@@ -169,18 +169,21 @@ def _ttt_impl(x: Inputs, impl: str) -> tuple[Callable[[], Any], Callable[[], flo
 
 
 def mlp_triton_variant(impl: str) -> dict[str, Any]:
-    """'ttt_mlp/triton[-bf16|-tf32|-ieee][-wN][-sN][-rN][-hN][-nopf][-ln1|-ln2][-exact]' -> kwargs of ttt_mlp_triton
-    (warps, pipeline stages, register cap, hidden chunks of the hidden contractions, no register prefetch of the
-    next mini-batch, LN passes, exact tanh instead of tanh.approx; the defaults are ttt_mlp_prefill's), plus the
-    register-pressure switches -lq1 -dz16 -rl -lzo (bench/notes/ttt_mlp_spills_*)."""
+    """'ttt_mlp/triton[-bf16|-tf32|-ieee][-wN][-sN][-rN][-hN][-pf|-nopf][-eq1|-lq1][-ln1|-ln2][-exact]' -> kwargs of
+    ttt_mlp_triton (warps, pipeline stages, register cap, hidden chunks of the hidden contractions, register prefetch
+    of the next mini-batch or not, Zq1 from the old or the updated W1, LN passes, exact tanh instead of tanh.approx;
+    the defaults are ttt_mlp_prefill's: -h1-nopf-lq1), plus the register-pressure switches -dz16 -rl -lzo
+    (bench/notes/ttt_mlp_spills_*). '-pf-h2-eq1' is the default before session 4."""
     kw: dict[str, Any] = {}
     reg_knobs = {"lq1": "late_zq1", "dz16": "dz_bf16", "rl": "reload_consts", "lzo": "lazy_offsets"}
     knobs = {"w": "num_warps", "s": "num_stages", "r": "maxnreg", "h": "hidden_chunks"}
     for part in impl.split("/", 1)[1].split("-")[1:]:
         if part[:1] in knobs and part[1:].isdigit():
             kw[knobs[part[0]]] = int(part[1:])
-        elif part == "nopf":
-            kw["prefetch"] = False
+        elif part in ("nopf", "pf"):
+            kw["prefetch"] = part == "pf"
+        elif part == "eq1":  # Zq1 from the old W1 (the default before session 4)
+            kw["late_zq1"] = False
         elif part in ("ln1", "ln2"):
             kw["one_pass_ln"] = part == "ln1"
         elif part == "exact":

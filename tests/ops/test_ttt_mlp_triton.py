@@ -96,18 +96,18 @@ def test_prefill_matches_naive(B, H, T, d, b, pre, seed):
 @pytest.mark.parametrize(
     "tuning",
     [
-        {"hidden_chunks": 1},
+        {"hidden_chunks": 2},
         {"hidden_chunks": 4},
-        {"prefetch": False},
+        {"prefetch": True},
         {"one_pass_ln": False},
-        {"late_zq1": True},
-        {"late_zq1": True, "prefetch": False, "hidden_chunks": 1},
+        {"late_zq1": False},
+        {"late_zq1": False, "prefetch": True, "hidden_chunks": 2},
         {"dz_bf16": True},
         {"reload_consts": True},
         {"lazy_offsets": True},
-        {"late_zq1": True, "dz_bf16": True, "reload_consts": True, "lazy_offsets": True, "prefetch": False},
+        {"dz_bf16": True, "reload_consts": True, "lazy_offsets": True, "prefetch": True},
     ],
-    ids=["hch1", "hch4", "noprefetch", "ln2", "lq1", "nopf-lq1-h1", "dz16", "rl", "lzo", "all-nopf"],
+    ids=["hch2", "hch4", "prefetch", "ln2", "eq1", "pf-eq1-h2", "dz16", "rl", "lzo", "all-pf"],
 )
 def test_prefill_knobs_keep_results(tuning):
     """The tuning knobs change the schedule, never the function: head chunk, full mini-batch and tail."""
@@ -187,7 +187,7 @@ def test_unsupported_head_dim_is_a_clear_error(d):
 @pytest.mark.gpu
 @pytest.mark.skipif(not ON_GPU, reason="needs a CUDA device")
 @pytest.mark.parametrize(
-    "T,tuning", [(1000, {}), (4096, {}), (1000, {"hidden_chunks": 1}), (1000, {"prefetch": False})]
+    "T,tuning", [(1000, {}), (4096, {}), (1000, {"hidden_chunks": 2}), (1000, {"prefetch": True, "late_zq1": False})]
 )
 def test_prefill_gpu_bf16(T, tuning):
     from ttt.ops.ttt_mlp.dual import ttt_mlp_dual

@@ -159,8 +159,6 @@ def _ttt_linear_prefill_kernel(
     te_last = tl.load(te_ptr + BS - 1).to(tl.float32)
     W = tl.load(W_ptr + wofs).to(tl.float32)
     bv = tl.load(b_ptr + vofs).to(tl.float32)
-    Wacc = tl.zeros([D, D], dtype=tl.float32)
-    bacc = tl.zeros([D], dtype=tl.float32)
 
     o0 = tl.load(off_ptr).to(tl.int32)  # tokens of the current mini-batch already consumed (read on the device)
     # Head chunk: finish the partial mini-batch the state started in (rows o0..BS-1 map to t = 0..).
@@ -179,8 +177,13 @@ def _ttt_linear_prefill_kernel(
         if o0 + T >= BS:  # the mini-batch completes: fold it into W, b
             W -= te_last * Wacc
             bv -= te_last * bacc
-            Wacc = tl.zeros([D, D], dtype=tl.float32)
-            bacc = tl.zeros([D], dtype=tl.float32)
+        else:  # it stays open (then nothing follows): its sums are the output accumulators
+            tl.store(Wacco_ptr + wofs, Wacc.to(Wacco_ptr.dtype.element_ty))
+            tl.store(bacco_ptr + vofs, bacc.to(bacco_ptr.dtype.element_ty))
+    # From here on the accumulators are zero until a ragged tail, so no D x D tile of them is live across the loop
+    # (it took 32 registers a thread in the main loop). The main loop's calls have HAS_ACC=False and ignore them.
+    Wacc = W
+    bacc = bv
 
     # Full mini-batches: the sequential chain, one fold per mini-batch. The next mini-batch's tiles are loaded
     # before this one's math (register double buffering), so their latency hides behind it.
@@ -229,13 +232,33 @@ def _ttt_linear_prefill_kernel(
             nq, nk, nv, ne, o_p, t_tail, T, stride_ot, BS, te, ln_w, ln_b,
             W, bv, Wacc, bacc, eps, False, FLA_RESIDUAL, PREC, D, BT, ONE_PASS,
         )  # fmt: skip
-        Wacc = dW
-        bacc = db
+        tl.store(Wacco_ptr + wofs, dW.to(Wacco_ptr.dtype.element_ty))
+        tl.store(bacco_ptr + vofs, db.to(bacco_ptr.dtype.element_ty))
+    if (t_tail >= T) & ((o0 == 0) | (o0 + T >= BS)):  # no open mini-batch at the end
+        tl.store(Wacco_ptr + wofs, tl.zeros([D, D], dtype=Wacco_ptr.dtype.element_ty))
+        tl.store(bacco_ptr + vofs, tl.zeros([D], dtype=bacco_ptr.dtype.element_ty))
 
     tl.store(Wo_ptr + wofs, W.to(Wo_ptr.dtype.element_ty))
     tl.store(bo_ptr + vofs, bv.to(bo_ptr.dtype.element_ty))
-    tl.store(Wacco_ptr + wofs, Wacc.to(Wacco_ptr.dtype.element_ty))
-    tl.store(bacco_ptr + vofs, bacc.to(bacco_ptr.dtype.element_ty))
+
+
+# Measured on an H200 (bench/notes/session4.md, op shape (a)): capped at 168 registers the kernel spills a little
+# (~20 local loads and stores per mini-batch) but three programs fit on an SM instead of two: 5% faster at T = 1k and
+# 2k (2,048 and 1,024 programs), 10% slower at T = 8k (256 programs: no third program to run). With fewer than a few
+# waves the last one runs nearly alone at the slower per-program speed, so the cap needs CAP_MIN_WAVES full waves.
+CAP_REGS, CAP_MIN_WAVES = 168, 2
+
+
+def _sm_count(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def auto_maxnreg(q: torch.Tensor, programs: int, D: int, skew: bool) -> int:
+    """The register cap for a launch: CAP_REGS where the grid fills CAP_MIN_WAVES waves of three programs on every SM
+    at d = 64 (the measured case), else 0 (none)."""
+    if skew or D != 64 or not q.is_cuda:
+        return 0
+    return CAP_REGS if programs >= CAP_MIN_WAVES * 3 * _sm_count(q.device) else 0
 
 
 def ttt_linear_prefill(
@@ -267,6 +290,7 @@ def ttt_linear_prefill(
     q, k, v: (B, H, T, d), d a power of two >= 16; eta: (B, H, T); token_eta: (mini_batch_size,);
     ln_w, ln_b: (H, d); W, W_acc: (B, H, d, d); b, b_acc: (B, H, d); offset: 0-dim int64 on q's device.
     `precision`: matmul operands in "ieee" fp32, "tf32" or "bf16" (fp32 accumulation and fp32 state always).
+    `maxnreg`: None picks it from the grid (`auto_maxnreg`), 0 launches without a cap.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: expected one of {PRECISIONS}")
@@ -287,7 +311,9 @@ def ttt_linear_prefill(
     Wo, bo, Wao, bao = (torch.empty_like(x) for x in (W, b, W_acc, b_acc))
     BT = max(16, triton.next_power_of_2(mini_batch_size))  # tl.dot needs >= 16 rows; extra rows are masked
     # Tuning knobs go to the launch only when set (the interpreter rejects some of them).
-    launch = {k: v for k, v in (("num_stages", num_stages), ("maxnreg", maxnreg)) if v is not None}
+    if maxnreg is None:
+        maxnreg = auto_maxnreg(q, B * H, D, skew)
+    launch = {k: v for k, v in (("num_stages", num_stages), ("maxnreg", maxnreg or None)) if v is not None}
     if B * H and T:
         _ttt_linear_prefill_kernel[(B * H,)](
             q, k, v, eta, token_eta.contiguous(), ln_w.contiguous(), ln_b.contiguous(),

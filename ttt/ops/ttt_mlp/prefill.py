@@ -386,9 +386,9 @@ def ttt_mlp_prefill(
     precision: str | None = None,
     fast_tanh: bool | None = None,
     one_pass_ln: bool = True,
-    prefetch: bool = True,
-    hidden_chunks: int = 2,
-    late_zq1: bool = False,
+    prefetch: bool = False,
+    hidden_chunks: int = 1,
+    late_zq1: bool = True,
     dz_bf16: bool = False,
     reload_consts: bool = False,
     lazy_offsets: bool = False,
@@ -398,16 +398,16 @@ def ttt_mlp_prefill(
 ) -> tuple[torch.Tensor, TTTMLPState]:
     """Tensor-level entry with every knob: returns (out, new state), the state as new tensors in the input state's
     dtype (fp32 on chip). q, k, v: (B, H, T, d), d in 16, 32, 64; eta: (B, H, T); the state's hidden size a power
-    of two in 16..4d (4d in the paper). Knobs (defaults: the fewest SASS instructions and spills in the sm_90a
-    compiler's report, bench/notes/ttt_mlp_triton.md; sweep them on the GPU):
+    of two in 16..4d (4d in the paper). Knobs (defaults: the fastest measured at d = 64 on an H200, 7.59 ms vs 10.03
+    for prefetch + 2 chunks + early Zq1 at op shape (a) T = 2k, bench/notes/session4.md; sweep them on the GPU):
       precision      matmul operands "bf16" (default on a GPU), "tf32" or "ieee" (default under TRITON_INTERPRET);
                      fp32 accumulation and fp32 state always
       fast_tanh      GELU through tanh.approx.f32 (default: on with bf16 operands on a GPU)
       one_pass_ln    LayerNorm statistics in one two-operand reduction
       prefetch       load the next mini-batch's q, k, v, eta under this one's math
       hidden_chunks  1, 2 or 4 K-chunks of the contractions over the hidden units (fewer registers at a time)
-      Register-pressure knobs (default off; bench/notes/ttt_mlp_spills_*; same function up to operand rounding):
       late_zq1       Zq1 from the updated W1 (as Zq2): neither Zq1 nor the old W1's bf16 copy lives across the chain
+      Register-pressure knobs (default off; bench/notes/ttt_mlp_spills_*; same function up to operand rounding):
       dz_bf16        gelu'(Z1) held in the operand precision across the chain (bf16: 8 registers instead of 16)
       reload_consts  ln weights and token_eta re-read from L1 each mini-batch instead of held across the loop
       lazy_offsets   the state's int64 offsets recomputed after the loop instead of held across it

@@ -1,0 +1,38 @@
+"""bench.op's impl names -> kernel keyword arguments: every knob a sweep names reaches the kernel, unknown parts fail."""
+
+import inspect
+
+import pytest
+
+from bench.op import mlp_triton_variant, triton_variant
+from ttt.ops.ttt_mlp.prefill import ttt_mlp_prefill
+
+
+def test_linear_variant_knobs():
+    assert triton_variant("ttt_linear/triton") == {}
+    assert triton_variant("ttt_linear/triton-tf32-w8-r168-skew-ln2") == dict(
+        precision="tf32", num_warps=8, maxnreg=168, skew=True, one_pass_ln=False
+    )
+
+
+def test_mlp_variant_knobs():
+    assert mlp_triton_variant("ttt_mlp/triton") == {}
+    assert mlp_triton_variant("ttt_mlp/triton-pf-h2-eq1") == dict(prefetch=True, hidden_chunks=2, late_zq1=False)
+    assert mlp_triton_variant("ttt_mlp/triton-nopf-lq1-dz16-exact") == dict(
+        prefetch=False, late_zq1=True, dz_bf16=True, fast_tanh=False
+    )
+
+
+def test_mlp_default_is_the_measured_fastest():
+    """The kernel's defaults are the variant session 4 measured fastest (-nopf-lq1-h1); '-pf-h2-eq1' undoes them."""
+    sig = inspect.signature(ttt_mlp_prefill).parameters
+    assert (sig["prefetch"].default, sig["hidden_chunks"].default, sig["late_zq1"].default) == (False, 1, True)
+    old = mlp_triton_variant("ttt_mlp/triton-pf-h2-eq1")
+    assert all(sig[k].default != v for k, v in old.items())
+
+
+@pytest.mark.parametrize("bad", ["ttt_mlp/triton-h", "ttt_mlp/triton-zz9"])
+def test_mlp_variant_unknown_part_reaches_precision_check(bad):
+    """An unknown part lands in `precision`, which the kernel entry rejects by name."""
+    kw = mlp_triton_variant(bad)
+    assert kw["precision"] == bad.rsplit("-", 1)[1]
