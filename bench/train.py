@@ -487,7 +487,17 @@ def save(setup: Setup, net: torch.nn.Module, opt: torch.optim.Optimizer, state: 
 
 
 def run(setup: Setup) -> dict[str, Any]:
-    """Train until the token budget, train.stop_after_steps or the time budget; save; append rows."""
+    """Train until the token budget, train.stop_after_steps or the time budget; save; append rows. TF32 for the
+    fp32 matmuls outside autocast is this run's setting: the process gets its own back afterwards (a later fp32
+    check in the same process, e.g. the GPU tests after a training test, would otherwise run in TF32)."""
+    prev_tf32 = torch.backends.cuda.matmul.allow_tf32
+    try:
+        return _run(setup)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = prev_tf32
+
+
+def _run(setup: Setup) -> dict[str, Any]:
     t = setup.train
     net, opt, state, resumed = start(setup)
     if resumed:

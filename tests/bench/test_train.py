@@ -221,3 +221,26 @@ def test_cli_bad_request_one_line(tmp_path, args, needle):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in proc.stderr, proc.stderr
     assert not (tmp_path / "r.csv").exists() and not (tmp_path / "ck").exists()
+
+
+def test_run_gives_the_process_its_tf32_setting_back(monkeypatch):
+    """A training run turns TF32 on for CUDA; afterwards (also after a failure) the caller's setting is back."""
+    import bench.train as tr
+
+    def fake_run(setup):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        if setup == "fail":
+            raise RuntimeError("boom")
+        return {"rows": 0}
+
+    monkeypatch.setattr(tr, "_run", fake_run)
+    prev = torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        assert tr.run("ok") == {"rows": 0}
+        assert torch.backends.cuda.matmul.allow_tf32 is False
+        with pytest.raises(RuntimeError, match="boom"):
+            tr.run("fail")
+        assert torch.backends.cuda.matmul.allow_tf32 is False
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = prev

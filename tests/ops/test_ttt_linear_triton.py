@@ -216,3 +216,39 @@ def test_prefill_low_precision(dtype, precision):
     assert out.dtype == dtype
     assert ((out.double() - ref).norm() / ref.norm()).item() < 2e-2
     assert ((st_out.W_acc.double() - st_ref.W_acc).norm() / st_ref.W_acc.norm()).item() < 2e-2
+
+
+@pytest.mark.parametrize(
+    "T,pre", [(48, 0), (37, 0), (7, 5), (11, 5), (21, 5)], ids=["whole", "tail", "open", "closes", "head-full-tail"]
+)
+def test_prefill_writes_every_output_accumulator(monkeypatch, T, pre):
+    """The kernel writes W_acc/b_acc where each is final (open head chunk, ragged tail, or zeros), never keeping them
+    across the loop: with NaN-poisoned output buffers every case still matches the definition."""
+    import ttt.ops.ttt_linear.prefill as pf
+
+    real = torch.empty_like
+    monkeypatch.setattr(pf.torch, "empty_like", lambda x, **kw: real(x, **kw).fill_(float("nan")))
+    bs = 16
+    args = make_inputs(1, 2, T + pre, 16, bs, seed=T)
+    st = advance(args, pre, bs) if pre else args[7]
+    q, k, v, eta = (x[:, :, pre:] for x in args[:4])
+    out, new = ttt_linear_triton(q, k, v, eta, *args[4:7], st, mini_batch_size=bs, precision="ieee")
+    ref_out, ref = ttt_linear_naive(q.double(), k.double(), v.double(), eta.double(), args[4].double(),
+                                    args[5].double(), args[6].double(), to64(st), mini_batch_size=bs)  # fmt: skip
+    torch.testing.assert_close(out.double(), ref_out, atol=1e-4, rtol=0)
+    check_state(new, ref, atol=1e-4)
+
+
+def test_register_cap_rule(monkeypatch):
+    """168 registers only where the grid fills two waves of three programs per SM at d = 64, on a GPU, unskewed."""
+    import types
+
+    import ttt.ops.ttt_linear.prefill as pf
+
+    monkeypatch.setattr(pf, "_sm_count", lambda dev: 132)
+    gpu = types.SimpleNamespace(is_cuda=True, device="cuda:0")
+    assert pf.auto_maxnreg(gpu, 792, 64, False) == pf.CAP_REGS == 168
+    assert pf.auto_maxnreg(gpu, 791, 64, False) == 0  # e.g. B=16 x 32 heads = 512: measured slower capped
+    assert pf.auto_maxnreg(gpu, 2048, 64, True) == 0  # the skewed loop spills heavily under the cap
+    assert pf.auto_maxnreg(gpu, 2048, 32, False) == 0
+    assert pf.auto_maxnreg(torch.zeros(1), 2048, 64, False) == 0
