@@ -432,11 +432,12 @@ DECODE_IMPLS = (
     "ttt_linear/triton-step+proj",
     "ttt_linear/naive-step",
     "ttt_mlp/triton-step",
+    "ttt_mlp/triton_split-step",
     "mamba_ssm/Mamba.step",
 )
 
 
-def _check_mlp_step(B: int, dtype: torch.dtype) -> float:
+def _check_mlp_step(B: int, dtype: torch.dtype, name: str = "triton") -> float:
     """One Triton TTT-MLP step vs the PyTorch step (fp32 state, same inputs), from a state with non-zero
     accumulators at mini-batch position 0; then 16 more steps, so the fold at the mini-batch's end is checked too."""
     from ttt.ops.ttt_mlp import STEP_IMPLS
@@ -449,7 +450,7 @@ def _check_mlp_step(B: int, dtype: torch.dtype) -> float:
     err = 0.0
     for t in range(17):
         xs = [y[:, :, t : t + 1] for y in (x.q, x.k, x.v, x.eta)]
-        out = STEP_IMPLS["triton"](*xs, x.token_eta, x.ln_w, x.ln_b, st, mini_batch_size=MB)[0]
+        out = STEP_IMPLS[name](*xs, x.token_eta, x.ln_w, x.ln_b, st, mini_batch_size=MB)[0]
         ref = STEP_IMPLS["naive"](*[y.float() for y in xs], x.token_eta, x.ln_w, x.ln_b, st_ref, mini_batch_size=MB)[0]
         err = max(err, _rel(out, ref))
     return err
@@ -467,8 +468,10 @@ def measure_decode(cfg: Any = None) -> Iterator[dict]:
             try:
                 if not torch.cuda.is_available():
                     raise RuntimeError("no CUDA device")
-                if impl == "ttt_mlp/triton-step":  # checked before it is timed, like the prefill rows
-                    row.update(check_ref="ttt_mlp/naive step fp32", check_rel_err=_check_mlp_step(B, DTYPES[dname]))
+                if impl.startswith("ttt_mlp/triton"):  # checked before it is timed, like the prefill rows
+                    name = impl.split("/")[1].split("-")[0]
+                    err = _check_mlp_step(B, DTYPES[dname], name)
+                    row.update(check_ref="ttt_mlp/naive step fp32", check_rel_err=err)
                 step = _decode_fns(impl, B, DTYPES[dname])
                 fn = _graphed(step) if cg else step
                 med, lo, hi, n = _time(fn, int(cfg.get("rep_ms", 100)))
@@ -513,7 +516,8 @@ def kernel_report() -> str:
         from ttt.ops.ttt_mlp import prefill as mlp_prefill
 
         for kern in (prefill._ttt_linear_prefill_kernel, decode._ttt_linear_step_kernel,
-                     mlp_prefill._ttt_mlp_prefill_kernel, mlp_decode._ttt_mlp_step_kernel):  # fmt: skip
+                     mlp_prefill._ttt_mlp_prefill_kernel, mlp_decode._ttt_mlp_step_kernel,
+                     mlp_decode._split_z2_kernel, mlp_decode._split_update_kernel):  # fmt: skip
             for cache in getattr(kern, "device_caches", {}).values():
                 for key, k in cache[0].items():
                     k._init_handles()
@@ -552,6 +556,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in drows:
             print(f"decode B={r['batch']} {r['impl']:<30} graph={r['cuda_graph']!s:<5} {r['value']:9.1f} us "
                   f"[{r.get('spread_lo', math.nan):.1f}, {r.get('spread_hi', math.nan):.1f}] {r['status']} {r['error'][:80]}")  # fmt: skip
+        print(kernel_report())
         return 0
     rows = []
     ts = [int(t) for t in a.ts.split(",")]

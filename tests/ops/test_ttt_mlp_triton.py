@@ -148,10 +148,12 @@ def test_prefill_updates_matter():
     assert rel_err(out, frozen) > 1e-2
 
 
+@pytest.mark.parametrize("split", [False, True], ids=["one-program", "hidden-split"])
 @pytest.mark.parametrize("b,pre,steps,d", [(4, 0, 6, 16), (16, 13, 5, 16), (16, 3, 2, 64)])
-def test_step_matches_naive(b, pre, steps, d):
+def test_step_matches_naive(b, pre, steps, d, split):
     """The Triton step (in place) against naive.ttt_mlp_step in float64, after a Triton prefill of `pre` tokens
-    (the prefill's ragged-tail state feeds the step), across a mini-batch boundary (the offset wraps)."""
+    (the prefill's ragged-tail state feeds the step), across a mini-batch boundary (the offset wraps). Both step
+    kernels: one program per head, and the hidden-split one (several programs per head, three launches)."""
     c, ins, st = _case(pre + steps, b, d, seed=20 + pre, B=2, H=2)
     st_tri = _state(st)
     if pre:
@@ -161,7 +163,7 @@ def test_step_matches_naive(b, pre, steps, d):
     st_ref = _state(st_tri, torch.float64, "cpu")
     for t in range(pre, pre + steps):
         xs = [x[:, :, t : t + 1] for x in ins[:4]]
-        o, st_ret = ttt_mlp_step_triton(*xs, *ins[4:], st_tri, mini_batch_size=b)
+        o, st_ret = ttt_mlp_step_triton(*xs, *ins[4:], st_tri, mini_batch_size=b, split=split)
         assert st_ret is st_tri
         r, _ = ttt_mlp_step(*[x.cpu().double() for x in xs + ins[4:]], st_ref, mini_batch_size=b)
         assert rel_err(o.cpu(), r) < TOL, t
@@ -175,6 +177,9 @@ def test_registered():
     out, _ = mlp.ttt_mlp(*ins, _state(st), mini_batch_size=4, impl="triton")
     ref, _ = _ref(c, 0, 5, st)
     assert rel_err(out.cpu(), ref) < (2e-2 if ON_GPU else TOL)  # default: bf16 operands on a GPU, ieee interpreted
+    xs = [x[:, :, :1] for x in ins[:4]]  # the step registry's entries agree with each other (in place, one token)
+    outs = [mlp.STEP_IMPLS[n](*xs, *ins[4:], _state(st), mini_batch_size=4)[0] for n in ("triton", "triton_split")]
+    assert rel_err(outs[1].cpu(), outs[0].cpu()) < TOL
 
 
 @pytest.mark.parametrize("d", [8, 128])
@@ -213,22 +218,23 @@ def test_prefill_gpu_bf16(T, tuning):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not ON_GPU, reason="needs a CUDA device")
-def test_step_cuda_graph():
+@pytest.mark.parametrize("split", [False, True], ids=["one-program", "hidden-split"])
+def test_step_cuda_graph(split):
     """The step replays in a CUDA graph and matches eager steps bit for bit (offset advanced on the device)."""
     c, ins, st = _case(40, 16, 64, seed=40, B=4, H=4, dtype=torch.bfloat16)
     st_eager, st_graph = _state(st), _state(st)
     xs = [x[:, :, :1].clone() for x in ins[:4]]
     for _ in range(2):  # compilation outside the capture, on a throwaway state
-        ttt_mlp_step_triton(*xs, *ins[4:], _state(st), mini_batch_size=16)
+        ttt_mlp_step_triton(*xs, *ins[4:], _state(st), mini_batch_size=16, split=split)
     torch.cuda.synchronize()
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
-        out_g, _ = ttt_mlp_step_triton(*xs, *ins[4:], st_graph, mini_batch_size=16)
+        out_g, _ = ttt_mlp_step_triton(*xs, *ins[4:], st_graph, mini_batch_size=16, split=split)
     for t in range(20):
         for buf, x in zip(xs, ins[:4]):
             buf.copy_(x[:, :, t : t + 1])
         g.replay()
-        o, _ = ttt_mlp_step_triton(*xs, *ins[4:], st_eager, mini_batch_size=16)
+        o, _ = ttt_mlp_step_triton(*xs, *ins[4:], st_eager, mini_batch_size=16, split=split)
         torch.testing.assert_close(out_g, o, atol=0, rtol=0)
     assert int(st_graph.offset) == int(st_eager.offset) == 20 % 16
     for f in fields(st_graph):

@@ -46,10 +46,17 @@ IMPLS: dict[str, Callable[..., tuple[torch.Tensor, TTTMLPState]]] = {
 }
 
 
+def _triton_split_step(*args, **kwargs) -> tuple[torch.Tensor, TTTMLPState]:
+    from ttt.ops.ttt_mlp.decode import ttt_mlp_step_triton
+
+    return ttt_mlp_step_triton(*args, split=True, **kwargs)
+
+
 # name -> one-token step fn(q, k, v, eta, token_eta, ln_w, ln_b, state, *, mini_batch_size) -> (out, state), in place
 STEP_IMPLS: dict[str, Callable[..., tuple[torch.Tensor, TTTMLPState]]] = {
     "naive": ttt_mlp_step,
     "triton": _triton_step,
+    "triton_split": _triton_split_step,  # hidden-split step: several programs per head (not yet timed on a GPU)
 }
 
 

@@ -113,6 +113,123 @@ def _ttt_mlp_step_kernel(
     tl.store(b2_ptr + base * D + rd, b2t.to(b2_ptr.dtype.element_ty), mask=(rd * 0 + closes.to(tl.int32)) != 0)
 
 
+# The hidden-split step (`split=True`): the same math over HID / HC programs per head, one hidden chunk each, in three
+# launches. The one-program-per-head kernel above walks its 16 chunk iterations one after another (a few KB in flight
+# per program, ~4x its bytes' time on an H200: 192 us for 197 MB at B=16, d=64); here every chunk of every head loads
+# at once. The cost: the two contractions over the hidden units become partial sums written to a small scratch
+# (HID / HC x d floats per head) and summed by the next launch, and W1, W2 are read in two launches instead of two
+# passes of one. Launch 3 advances the offset itself: nothing reads it after launch 2.
+@triton.jit
+def _split_z2_kernel(
+    k_ptr, W1_ptr, b1_ptr, W2_ptr, b2_ptr, part_ptr, H, stride_qb, stride_qh,
+    D: tl.constexpr, HID: tl.constexpr, HC: tl.constexpr, FAST: tl.constexpr,
+):  # fmt: skip
+    """Launch 1, program (head, chunk c): this chunk's share of z2 = gelu(k W1 + b1) W2 (+ b2 in chunk 0)."""
+    pid = tl.program_id(0)
+    c = tl.program_id(1)
+    bi = pid // H
+    hi = pid % H
+    rd = tl.arange(0, D)
+    rc = tl.arange(0, HC)
+    base = pid.to(tl.int64)
+    k = tl.load(k_ptr + bi.to(tl.int64) * stride_qb + hi.to(tl.int64) * stride_qh + rd).to(tl.float32)
+    W1c = tl.load(W1_ptr + base * D * HID + c * HC + rd[:, None] * HID + rc[None, :]).to(tl.float32)
+    z1 = tl.sum(k[:, None] * W1c, axis=0) + tl.load(b1_ptr + base * HID + c * HC + rc).to(tl.float32)
+    W2c = tl.load(W2_ptr + base * HID * D + c * HC * D + rc[:, None] * D + rd[None, :]).to(tl.float32)
+    z2 = tl.sum(gelu_tanh(z1, FAST)[:, None] * W2c, axis=0)
+    z2 += tl.where(c == 0, tl.load(b2_ptr + base * D + rd).to(tl.float32), 0.0)
+    tl.store(part_ptr + (base * (HID // HC) + c) * D + rd, z2)
+
+
+@triton.jit
+def _split_update_kernel(
+    q_ptr, k_ptr, v_ptr, eta_ptr, te_ptr, lnw_ptr, lnb_ptr,
+    W1_ptr, b1_ptr, W2_ptr, b2_ptr, W1a_ptr, b1a_ptr, W2a_ptr, b2a_ptr, off_ptr, part_ptr, partq_ptr, bt_ptr,
+    H, BS, stride_qb, stride_qh, stride_eb, stride_eh, eps,
+    D: tl.constexpr, HID: tl.constexpr, HC: tl.constexpr, FAST: tl.constexpr,
+):  # fmt: skip
+    """Launch 2, program (head, chunk c): eg2 from the summed z2 (every chunk recomputes it: d floats), then this
+    chunk's gradient, accumulators, the weights this token sees and its share of zq2. Chunk 0 owns b2 and b2_acc
+    (no other program reads them here: launch 1 folded b2 into z2)."""
+    pid = tl.program_id(0)
+    c = tl.program_id(1)
+    bi = pid // H
+    hi = pid % H
+    S: tl.constexpr = HID // HC
+    rd = tl.arange(0, D)
+    rc = tl.arange(0, HC)
+    rs = tl.arange(0, S)
+    base = pid.to(tl.int64)
+    xo = bi.to(tl.int64) * stride_qb + hi.to(tl.int64) * stride_qh
+    q = tl.load(q_ptr + xo + rd).to(tl.float32)
+    k = tl.load(k_ptr + xo + rd).to(tl.float32)
+    v = tl.load(v_ptr + xo + rd).to(tl.float32)
+    eta = tl.load(eta_ptr + bi.to(tl.int64) * stride_eb + hi.to(tl.int64) * stride_eh).to(tl.float32)
+    ln_w = tl.load(lnw_ptr + hi * D + rd).to(tl.float32)
+    ln_b = tl.load(lnb_ptr + hi * D + rd).to(tl.float32)
+    p = tl.load(off_ptr).to(tl.int32)
+    te = tl.load(te_ptr + p).to(tl.float32)
+    closes = p == BS - 1
+
+    z2 = tl.sum(tl.load(part_ptr + base * S * D + rs[:, None] * D + rd[None, :]), axis=0)
+    zc, rstd = _ln_stats(z2, D, eps)
+    xhat = zc * rstd
+    gx = (ln_w * xhat + ln_b - (v - k)) * ln_w
+    eg2 = eta * (D * gx - tl.sum(gx, axis=0) - xhat * tl.sum(gx * xhat, axis=0)) * (rstd / D)
+
+    o1 = base * D * HID + c * HC + rd[:, None] * HID + rc[None, :]
+    o2 = base * HID * D + c * HC * D + rc[:, None] * D + rd[None, :]
+    oc = base * HID + c * HC + rc
+    W1c = tl.load(W1_ptr + o1).to(tl.float32)
+    b1c = tl.load(b1_ptr + oc).to(tl.float32)
+    W2c = tl.load(W2_ptr + o2).to(tl.float32)
+    x2, dz1 = gelu_tanh_fwd_bwd(tl.sum(k[:, None] * W1c, axis=0) + b1c, FAST)
+    eg1 = tl.sum(W2c * eg2[None, :], axis=1) * dz1
+    A1 = tl.load(W1a_ptr + o1).to(tl.float32) + k[:, None] * eg1[None, :]
+    a1 = tl.load(b1a_ptr + oc).to(tl.float32) + eg1
+    A2 = tl.load(W2a_ptr + o2).to(tl.float32) + x2[:, None] * eg2[None, :]
+    W1t = W1c - te * A1
+    b1t = b1c - te * a1
+    W2t = W2c - te * A2
+    xq = gelu_tanh(tl.sum(q[:, None] * W1t, axis=0) + b1t, FAST)
+    tl.store(partq_ptr + (base * S + c) * D + rd, tl.sum(xq[:, None] * W2t, axis=0))
+    tl.store(W1a_ptr + o1, tl.where(closes, 0.0, A1).to(W1a_ptr.dtype.element_ty))
+    tl.store(b1a_ptr + oc, tl.where(closes, 0.0, a1).to(b1a_ptr.dtype.element_ty))
+    tl.store(W2a_ptr + o2, tl.where(closes, 0.0, A2).to(W2a_ptr.dtype.element_ty))
+    tl.store(W1_ptr + o1, W1t.to(W1_ptr.dtype.element_ty), mask=(o1 * 0 + closes.to(tl.int32)) != 0)
+    tl.store(b1_ptr + oc, b1t.to(b1_ptr.dtype.element_ty), mask=(oc * 0 + closes.to(tl.int32)) != 0)
+    tl.store(W2_ptr + o2, W2t.to(W2_ptr.dtype.element_ty), mask=(o2 * 0 + closes.to(tl.int32)) != 0)
+    if c == 0:
+        a2 = tl.load(b2a_ptr + base * D + rd).to(tl.float32) + eg2
+        b2t = tl.load(b2_ptr + base * D + rd).to(tl.float32) - te * a2
+        tl.store(bt_ptr + base * D + rd, b2t)
+        tl.store(b2a_ptr + base * D + rd, tl.where(closes, 0.0, a2).to(b2a_ptr.dtype.element_ty))
+        tl.store(b2_ptr + base * D + rd, b2t.to(b2_ptr.dtype.element_ty), mask=(rd * 0 + closes.to(tl.int32)) != 0)
+
+
+@triton.jit
+def _split_out_kernel(
+    q_ptr, lnw_ptr, lnb_ptr, partq_ptr, bt_ptr, off_ptr, o_ptr, H, BS, stride_qb, stride_qh, eps,
+    D: tl.constexpr, S: tl.constexpr,
+):  # fmt: skip
+    """Launch 3, program per head: out = q + LN(sum of the zq2 shares + b2_t); program 0 advances the offset."""
+    pid = tl.program_id(0)
+    bi = pid // H
+    hi = pid % H
+    rd = tl.arange(0, D)
+    rs = tl.arange(0, S)
+    base = pid.to(tl.int64)
+    xo = bi.to(tl.int64) * stride_qb + hi.to(tl.int64) * stride_qh
+    zq2 = tl.sum(tl.load(partq_ptr + base * S * D + rs[:, None] * D + rd[None, :]), axis=0)
+    zc_o, rstd_o = _ln_stats(zq2 + tl.load(bt_ptr + base * D + rd), D, eps)
+    ln_w = tl.load(lnw_ptr + hi * D + rd).to(tl.float32)
+    ln_b = tl.load(lnb_ptr + hi * D + rd).to(tl.float32)
+    out = tl.load(q_ptr + xo + rd).to(tl.float32) + zc_o * rstd_o * ln_w + ln_b
+    tl.store(o_ptr + xo + rd, out.to(o_ptr.dtype.element_ty))
+    if pid == 0:
+        tl.store(off_ptr, (tl.load(off_ptr) + 1) % BS)
+
+
 def ttt_mlp_step_triton(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -126,11 +243,14 @@ def ttt_mlp_step_triton(
     mini_batch_size: int = 16,
     hidden_chunk: int | None = None,
     num_warps: int | None = None,
+    split: bool = False,
 ) -> tuple[torch.Tensor, TTTMLPState]:
     """One token: q, k, v (B, H, 1, d), eta (B, H, 1). Updates `state` in place (its tensors must be contiguous) and
     returns (out, state), like `naive.ttt_mlp_step`. Two launches, no host sync: capturable in a CUDA graph.
     `hidden_chunk`: hidden units streamed per step of the two passes; default min(4d, 32) and 8 warps at 4d = 256:
-    the spill-free choice in the sm_90a compiler's report (64 a step at 4 warps spills)."""
+    the spill-free choice in the sm_90a compiler's report (64 a step at 4 warps spills). `split`: the hidden-split
+    step (HID / hidden_chunk programs per head, three launches; see `_split_z2_kernel`), interpreter-tested but not
+    yet timed on a GPU, hence off by default."""
     check_args(q, token_eta, mini_batch_size)
     if not q.is_cuda and not interpreting():
         raise UserError("ttt_mlp_step impl 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tests)")
@@ -149,6 +269,8 @@ def ttt_mlp_step_triton(
         raise UserError("the Triton step updates the state in place and needs contiguous state tensors")
     q, k, v = (x.contiguous() for x in (q, k, v))
     out = torch.empty_like(q)
+    if split:
+        return _split_step(q, k, v, eta, token_eta, ln_w, ln_b, state, st, out, mini_batch_size, HC, num_warps), state
     _ttt_mlp_step_kernel[(B * H,)](
         q, k, v, eta, token_eta, ln_w, ln_b, *st, state.offset, out,
         H, mini_batch_size, q.stride(0), q.stride(1), eta.stride(0), eta.stride(1), LN_EPS,
@@ -156,3 +278,26 @@ def ttt_mlp_step_triton(
     )  # fmt: skip
     advance_offset_kernel[(1,)](state.offset, mini_batch_size, num_warps=1)
     return out, state
+
+
+def _split_step(q, k, v, eta, token_eta, ln_w, ln_b, state, st, out, bs, HC, num_warps) -> torch.Tensor:
+    B, H, _, D = q.shape
+    HID = state.W1.shape[-1]
+    S = HID // HC
+    part = torch.empty(B * H, S, D, dtype=torch.float32, device=q.device)
+    partq = torch.empty_like(part)
+    bt = torch.empty(B * H, D, dtype=torch.float32, device=q.device)
+    W1, b1, W2, b2 = st[:4]
+    nw = min(num_warps, 4)  # one d x HC chunk a program: 4 warps cover it
+    _split_z2_kernel[(B * H, S)](
+        k, W1, b1, W2, b2, part, H, k.stride(0), k.stride(1), D=D, HID=HID, HC=HC, FAST=False, num_warps=nw
+    )
+    _split_update_kernel[(B * H, S)](
+        q, k, v, eta, token_eta, ln_w, ln_b, *st, state.offset, part, partq, bt,
+        H, bs, q.stride(0), q.stride(1), eta.stride(0), eta.stride(1), LN_EPS,
+        D=D, HID=HID, HC=HC, FAST=False, num_warps=nw,
+    )  # fmt: skip
+    _split_out_kernel[(B * H,)](
+        q, ln_w, ln_b, partq, bt, state.offset, out, H, bs, q.stride(0), q.stride(1), LN_EPS, D=D, S=S, num_warps=1
+    )
+    return out
