@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import math
 import statistics
 import sys
@@ -380,6 +381,19 @@ def _graphed(step: Callable[[], Any]) -> Callable[[], Any]:
     return g.replay
 
 
+def step_variant(impl: str) -> dict[str, int]:
+    """'<op>/<step impl>-step[-wN][-rN][-hN]' (after '-step', '+proj' aside) -> launch knobs of the Triton steps:
+    warps, register cap, hidden chunk (TTT-MLP)."""
+    knobs = {"w": "num_warps", "r": "maxnreg", "h": "hidden_chunk"}
+    tail = impl.split("+")[0].split("-step", 1)[1] if "-step" in impl else ""
+    kw = {}
+    for part in filter(None, tail.split("-")):
+        if part[:1] not in knobs or not part[1:].isdigit():
+            raise ValueError(f"unknown decode-step variant part {part!r} in {impl!r} (expected wN, rN, hN)")
+        kw[knobs[part[0]]] = int(part[1:])
+    return kw
+
+
 def _decode_fns(impl: str, B: int, dtype: torch.dtype) -> Callable[[], Any]:
     """One decode step of one layer's worth of state at batch B (32 heads x 64 for TTT, d_model 2048 for Mamba)."""
     if impl.startswith("mamba_ssm/"):
@@ -407,7 +421,7 @@ def _decode_fns(impl: str, B: int, dtype: torch.dtype) -> Callable[[], Any]:
 
         st = x.state()
         st.W_acc.normal_(std=1e-3), st.b_acc.normal_(std=1e-3)
-    fn = STEP_IMPLS[impl.split("/")[1].split("-")[0]]
+    fn = functools.partial(STEP_IMPLS[impl.split("/")[1].split("-")[0]], **step_variant(impl))
     proj = None
     if impl.endswith("+proj"):  # q, k, v, o projections of the layer (2048 x 2048 each): a rough full-layer cost
         proj = [torch.nn.Linear(HEADS * DIM, HEADS * DIM, bias=False, device="cuda", dtype=dtype) for _ in range(4)]
@@ -437,7 +451,7 @@ DECODE_IMPLS = (
 )
 
 
-def _check_mlp_step(B: int, dtype: torch.dtype, name: str = "triton") -> float:
+def _check_mlp_step(B: int, dtype: torch.dtype, name: str = "triton", **knobs: int) -> float:
     """One Triton TTT-MLP step vs the PyTorch step (fp32 state, same inputs), from a state with non-zero
     accumulators at mini-batch position 0; then 16 more steps, so the fold at the mini-batch's end is checked too."""
     from ttt.ops.ttt_mlp import STEP_IMPLS
@@ -450,7 +464,7 @@ def _check_mlp_step(B: int, dtype: torch.dtype, name: str = "triton") -> float:
     err = 0.0
     for t in range(17):
         xs = [y[:, :, t : t + 1] for y in (x.q, x.k, x.v, x.eta)]
-        out = STEP_IMPLS[name](*xs, x.token_eta, x.ln_w, x.ln_b, st, mini_batch_size=MB)[0]
+        out = STEP_IMPLS[name](*xs, x.token_eta, x.ln_w, x.ln_b, st, mini_batch_size=MB, **knobs)[0]
         ref = STEP_IMPLS["naive"](*[y.float() for y in xs], x.token_eta, x.ln_w, x.ln_b, st_ref, mini_batch_size=MB)[0]
         err = max(err, _rel(out, ref))
     return err
@@ -470,7 +484,7 @@ def measure_decode(cfg: Any = None) -> Iterator[dict]:
                     raise RuntimeError("no CUDA device")
                 if impl.startswith("ttt_mlp/triton"):  # checked before it is timed, like the prefill rows
                     name = impl.split("/")[1].split("-")[0]
-                    err = _check_mlp_step(B, DTYPES[dname], name)
+                    err = _check_mlp_step(B, DTYPES[dname], name, **step_variant(impl))
                     row.update(check_ref="ttt_mlp/naive step fp32", check_rel_err=err)
                 step = _decode_fns(impl, B, DTYPES[dname])
                 fn = _graphed(step) if cg else step
@@ -550,7 +564,12 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.decode:
         drows = list(
-            measure_decode({"rep_ms": a.rep_ms, "impls": [i for i in a.impls.split(",") if i in DECODE_IMPLS] or None})
+            measure_decode(
+                {
+                    "rep_ms": a.rep_ms,
+                    "impls": [i for i in a.impls.split(",") if "-step" in i or i in DECODE_IMPLS] or None,
+                }
+            )
         )
         write_csv(drows, f"{a.out}/{a.name}_decode.csv")
         for r in drows:

@@ -4,7 +4,7 @@ import inspect
 
 import pytest
 
-from bench.op import mlp_triton_variant, triton_variant
+from bench.op import mlp_triton_variant, step_variant, triton_variant
 from ttt.ops.ttt_mlp.prefill import ttt_mlp_prefill
 
 
@@ -36,3 +36,12 @@ def test_mlp_variant_unknown_part_reaches_precision_check(bad):
     """An unknown part lands in `precision`, which the kernel entry rejects by name."""
     kw = mlp_triton_variant(bad)
     assert kw["precision"] == bad.rsplit("-", 1)[1]
+
+
+def test_step_variant_knobs():
+    assert step_variant("ttt_linear/triton-step") == {} == step_variant("ttt_linear/triton-step+proj")
+    assert step_variant("ttt_linear/triton-step-w2") == {"num_warps": 2}
+    assert step_variant("ttt_mlp/triton_split-step-h16-w8") == {"hidden_chunk": 16, "num_warps": 8}
+    assert step_variant("mamba_ssm/Mamba.step") == {}
+    with pytest.raises(ValueError, match="'x3'"):
+        step_variant("ttt_linear/triton-step-x3")
