@@ -135,8 +135,9 @@ def _check_ttt(x: Inputs, out: torch.Tensor) -> float:
 
 
 def triton_variant(impl: str) -> dict[str, Any]:
-    """'ttt_linear/triton[-bf16|-tf32|-ieee][-wN][-sN][-rN][-skew|-noskew][-ln1|-ln2]' -> kwargs of ttt_linear_triton
-    (warps, pipeline stages, register cap, skewed loop, LN passes; default: bf16, 4 warps, no skew, ln1)."""
+    """'ttt_linear/triton[-bf16|-tf32|-ieee][-wN][-sN][-rN][-skew|-noskew][-ln1|-ln2][-pf|-nopf]' -> kwargs of
+    ttt_linear_triton (warps, pipeline stages, register cap, skewed loop, LN passes, register prefetch; default:
+    bf16, 4 warps, register cap picked from the grid, no skew, ln1, prefetch)."""
     kw: dict[str, Any] = {}
     knobs = {"w": "num_warps", "s": "num_stages", "r": "maxnreg"}
     for part in impl.split("/", 1)[1].split("-")[1:]:
@@ -146,6 +147,8 @@ def triton_variant(impl: str) -> dict[str, Any]:
             kw["skew"] = part == "skew"
         elif part in ("ln1", "ln2"):  # one- or two-pass LayerNorm statistics (one is the default)
             kw["one_pass_ln"] = part == "ln1"
+        elif part in ("pf", "nopf"):  # register prefetch of the next mini-batch's tiles (on by default)
+            kw["prefetch"] = part == "pf"
         else:
             kw["precision"] = part
     return kw

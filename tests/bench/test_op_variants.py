@@ -10,8 +10,8 @@ from ttt.ops.ttt_mlp.prefill import ttt_mlp_prefill
 
 def test_linear_variant_knobs():
     assert triton_variant("ttt_linear/triton") == {}
-    assert triton_variant("ttt_linear/triton-tf32-w8-r168-skew-ln2") == dict(
-        precision="tf32", num_warps=8, maxnreg=168, skew=True, one_pass_ln=False
+    assert triton_variant("ttt_linear/triton-tf32-w8-r168-skew-ln2-nopf") == dict(
+        precision="tf32", num_warps=8, maxnreg=168, skew=True, one_pass_ln=False, prefetch=False
     )
 
 

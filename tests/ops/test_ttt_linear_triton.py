@@ -75,7 +75,9 @@ def advance(args, n, bs):
         (1, 1, 20, 64, 16, 0),  # the real head dim
     ],
 )
-@pytest.mark.parametrize("tuning", [{}, {"skew": True}, {"one_pass_ln": False}], ids=["default", "skew", "ln2"])
+@pytest.mark.parametrize(
+    "tuning", [{}, {"skew": True}, {"one_pass_ln": False}, {"prefetch": False}], ids=["default", "skew", "ln2", "nopf"]
+)
 def test_prefill_matches_naive(B, H, T, d, bs, pre, tuning):
     args = make_inputs(B, H, T + pre, d, bs)
     q, k, v, eta, te, lw, lb, st = args

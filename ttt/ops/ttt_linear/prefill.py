@@ -135,6 +135,7 @@ def _ttt_linear_prefill_kernel(
     PREC: tl.constexpr,
     SKEW: tl.constexpr,
     ONE_PASS: tl.constexpr,
+    PREFETCH: tl.constexpr,
     D: tl.constexpr,
     BT: tl.constexpr,
 ):
@@ -215,9 +216,12 @@ def _ttt_linear_prefill_kernel(
                     Wacc, bacc, eps, False, FLA_RESIDUAL, PREC, D, BT, ONE_PASS)  # fmt: skip
     else:
         for c in range(0, n_full):
-            q, k, v, eta = nq, nk, nv, ne
             t0 = n_head + c * BS
-            nq, nk, nv, ne = load_chunk(q_p, k_p, v_p, e_p, t0 + BS, T, stride_qt, stride_et, BS, D, BT)
+            if PREFETCH:
+                q, k, v, eta = nq, nk, nv, ne
+                nq, nk, nv, ne = load_chunk(q_p, k_p, v_p, e_p, t0 + BS, T, stride_qt, stride_et, BS, D, BT)
+            else:  # loaded where used: the compiler may load v and q straight into the layout they are used in
+                q, k, v, eta = load_chunk(q_p, k_p, v_p, e_p, t0, T, stride_qt, stride_et, BS, D, BT)
             dW, db = _mini_batch(
                 q, k, v, eta, o_p, t0, T, stride_ot, BS, te, ln_w, ln_b,
                 W, bv, Wacc, bacc, eps, False, FLA_RESIDUAL, PREC, D, BT, ONE_PASS,
@@ -228,6 +232,8 @@ def _ttt_linear_prefill_kernel(
     # Ragged tail (its tiles are the last prefetch): its gradient sums go to the accumulators, W and b stay.
     t_tail = n_head + n_full * BS
     if t_tail < T:
+        if not PREFETCH and not SKEW:
+            nq, nk, nv, ne = load_chunk(q_p, k_p, v_p, e_p, t_tail, T, stride_qt, stride_et, BS, D, BT)
         dW, db = _mini_batch(
             nq, nk, nv, ne, o_p, t_tail, T, stride_ot, BS, te, ln_w, ln_b,
             W, bv, Wacc, bacc, eps, False, FLA_RESIDUAL, PREC, D, BT, ONE_PASS,
@@ -284,6 +290,7 @@ def ttt_linear_prefill(
     maxnreg: int | None = None,
     skew: bool = False,
     one_pass_ln: bool = True,
+    prefetch: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Tensor-level entry: returns (out, W, b, W_acc, b_acc, offset), the state as new tensors.
 
@@ -323,7 +330,7 @@ def ttt_linear_prefill(
             eta.stride(0), eta.stride(1), eta.stride(2),
             out.stride(0), out.stride(1), out.stride(2),
             eps,
-            FLA_RESIDUAL=fla_residual, PREC=precision, SKEW=skew, ONE_PASS=one_pass_ln, D=D, BT=BT, num_warps=num_warps, **launch,
+            FLA_RESIDUAL=fla_residual, PREC=precision, SKEW=skew, ONE_PASS=one_pass_ln, PREFETCH=prefetch, D=D, BT=BT, num_warps=num_warps, **launch,
         )  # fmt: skip
     else:  # nothing to process: the state passes through unchanged
         Wo.copy_(W), bo.copy_(b), Wao.copy_(W_acc), bao.copy_(b_acc)
