@@ -63,6 +63,23 @@ def row_stats(x, D: tl.constexpr, eps, ONE_PASS: tl.constexpr):
 
 
 @triton.jit
+def vec_ln_stats(x, D: tl.constexpr, eps):
+    """(x - mean, 1/sqrt(var + eps)) of one row held as a vector (the decode steps)."""
+    mu = tl.sum(x, axis=0) / D
+    xc = x - mu
+    return xc, 1.0 / tl.sqrt(tl.sum(xc * xc, axis=0) / D + eps)
+
+
+@triton.jit
+def vec_ln_l2_grad(z, tgt, ln_w, ln_b, D: tl.constexpr, eps):
+    """d/dz 0.5 ||LN(z) - tgt||^2 for one row held as a vector (LayerNorm forward + backward; the decode steps)."""
+    zc, rstd = vec_ln_stats(z, D, eps)
+    xhat = zc * rstd
+    gx = (ln_w * xhat + ln_b - tgt) * ln_w
+    return (D * gx - tl.sum(gx, axis=0) - xhat * tl.sum(gx * xhat, axis=0)) * (rstd / D)
+
+
+@triton.jit
 def load_chunk(q_ptr, k_ptr, v_ptr, eta_ptr, t0, T, stride_t, stride_et, BS, D: tl.constexpr, BT: tl.constexpr):
     """Rows t0 + [0, BT) of one (batch, head), masked to the mini-batch and to [0, T); kept in the input dtype."""
     rows = tl.arange(0, BT)

@@ -18,7 +18,7 @@ import triton.language as tl
 
 from ttt.errors import UserError
 from ttt.ops.common import LN_EPS, TTTLinearState, check_args
-from ttt.ops.triton_common import advance_offset_kernel, interpreting
+from ttt.ops.triton_common import advance_offset_kernel, interpreting, vec_ln_l2_grad, vec_ln_stats
 
 
 @triton.jit
@@ -69,23 +69,14 @@ def _ttt_linear_step_kernel(
 
     # Gradient at W' (row vector k times W: a broadcast-multiply and a reduction over the rows of W).
     z = tl.sum(k[:, None] * W, axis=0) + bv
-    mu = tl.sum(z, axis=0) / D
-    zc = z - mu
-    rstd = 1.0 / tl.sqrt(tl.sum(zc * zc, axis=0) / D + eps)
-    xhat = zc * rstd
-    gx = (ln_w * xhat + ln_b - (v - k)) * ln_w
-    g = (D * gx - tl.sum(gx, axis=0) - xhat * tl.sum(gx * xhat, axis=0)) * (rstd / D)
-
-    eg = eta * g
+    eg = eta * vec_ln_l2_grad(z, v - k, ln_w, ln_b, D, eps)
     Wacc += k[:, None] * eg[None, :]
     bacc += eg
     W_t = W - te * Wacc
     b_t = bv - te * bacc
 
     zq = tl.sum(q[:, None] * W_t, axis=0) + b_t
-    mu_o = tl.sum(zq, axis=0) / D
-    zc_o = zq - mu_o
-    rstd_o = 1.0 / tl.sqrt(tl.sum(zc_o * zc_o, axis=0) / D + eps)
+    zc_o, rstd_o = vec_ln_stats(zq, D, eps)
     out = q + zc_o * rstd_o * ln_w + ln_b
     tl.store(o_ptr + xo + r, out.to(o_ptr.dtype.element_ty))
 

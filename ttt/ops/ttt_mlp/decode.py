@@ -21,15 +21,56 @@ import triton.language as tl
 
 from ttt.errors import UserError
 from ttt.ops.common import LN_EPS, TTTMLPState, check_args
-from ttt.ops.triton_common import advance_offset_kernel, interpreting
+from ttt.ops.triton_common import advance_offset_kernel, interpreting, vec_ln_l2_grad, vec_ln_stats
 from ttt.ops.ttt_mlp.prefill import gelu_tanh, gelu_tanh_fwd_bwd
 
 
 @triton.jit
-def _ln_stats(x, D: tl.constexpr, eps):
-    mu = tl.sum(x, axis=0) / D
-    xc = x - mu
-    return xc, 1.0 / tl.sqrt(tl.sum(xc * xc, axis=0) / D + eps)
+def _chunk_offsets(base, c, D: tl.constexpr, HID: tl.constexpr, HC: tl.constexpr):
+    """Offsets of hidden chunk c of head `base` into W1 (d x HC columns), b1 (HC) and W2 (HC x d rows)."""
+    rd = tl.arange(0, D)
+    rc = tl.arange(0, HC)
+    o1 = base * D * HID + c * HC + rd[:, None] * HID + rc[None, :]
+    o2 = base * HID * D + c * HC * D + rc[:, None] * D + rd[None, :]
+    return o1, base * HID + c * HC + rc, o2
+
+
+@triton.jit
+def _chunk_z2(k, W1_ptr, o1, b1_ptr, oc, W2_ptr, o2, FAST: tl.constexpr):
+    """One hidden chunk's share of the second-layer output on the key: gelu(k W1c + b1c) W2c."""
+    W1c = tl.load(W1_ptr + o1).to(tl.float32)
+    z1 = tl.sum(k[:, None] * W1c, axis=0) + tl.load(b1_ptr + oc).to(tl.float32)
+    W2c = tl.load(W2_ptr + o2).to(tl.float32)
+    return tl.sum(gelu_tanh(z1, FAST)[:, None] * W2c, axis=0)
+
+
+@triton.jit
+def _chunk_update(
+    q, k, eg2, te, closes, W1_ptr, W1a_ptr, o1, b1_ptr, b1a_ptr, oc, W2_ptr, W2a_ptr, o2, FAST: tl.constexpr
+):  # fmt: skip
+    """One hidden chunk of the step after eg2 is known (o1, oc, o2: its offsets into W1 / b1 / W2 and their
+    accumulators): its first-layer gradient, accumulators (zero when the mini-batch closes) and, at the close, its
+    weights are written; returns its share of zq2, xq W2_t with xq = gelu(q W1_t + b1_t)."""
+    W1c = tl.load(W1_ptr + o1).to(tl.float32)
+    b1c = tl.load(b1_ptr + oc).to(tl.float32)
+    W2c = tl.load(W2_ptr + o2).to(tl.float32)
+    x2, dz1 = gelu_tanh_fwd_bwd(tl.sum(k[:, None] * W1c, axis=0) + b1c, FAST)
+    eg1 = tl.sum(W2c * eg2[None, :], axis=1) * dz1
+    A1 = tl.load(W1a_ptr + o1).to(tl.float32) + k[:, None] * eg1[None, :]
+    a1 = tl.load(b1a_ptr + oc).to(tl.float32) + eg1
+    A2 = tl.load(W2a_ptr + o2).to(tl.float32) + x2[:, None] * eg2[None, :]
+    W1t = W1c - te * A1
+    b1t = b1c - te * a1
+    W2t = W2c - te * A2
+    xq = gelu_tanh(tl.sum(q[:, None] * W1t, axis=0) + b1t, FAST)
+    tl.store(W1a_ptr + o1, tl.where(closes, 0.0, A1).to(W1a_ptr.dtype.element_ty))
+    tl.store(b1a_ptr + oc, tl.where(closes, 0.0, a1).to(b1a_ptr.dtype.element_ty))
+    tl.store(W2a_ptr + o2, tl.where(closes, 0.0, A2).to(W2a_ptr.dtype.element_ty))
+    # The weights change only when the mini-batch closes: masked stores, so a common step writes half the bytes.
+    tl.store(W1_ptr + o1, W1t.to(W1_ptr.dtype.element_ty), mask=(o1 * 0 + closes.to(tl.int32)) != 0)
+    tl.store(b1_ptr + oc, b1t.to(b1_ptr.dtype.element_ty), mask=(oc * 0 + closes.to(tl.int32)) != 0)
+    tl.store(W2_ptr + o2, W2t.to(W2_ptr.dtype.element_ty), mask=(o2 * 0 + closes.to(tl.int32)) != 0)
+    return tl.sum(xq[:, None] * W2t, axis=0)
 
 
 @triton.jit
@@ -43,18 +84,8 @@ def _ttt_mlp_step_kernel(
     bi = pid // H
     hi = pid % H
     rd = tl.arange(0, D)
-    rc = tl.arange(0, HC)
     xo = bi.to(tl.int64) * stride_qb + hi.to(tl.int64) * stride_qh
     base = pid.to(tl.int64)
-    W1_p = W1_ptr + base * D * HID
-    W2_p = W2_ptr + base * HID * D
-    W1a_p = W1a_ptr + base * D * HID
-    W2a_p = W2a_ptr + base * HID * D
-    b1_p = b1_ptr + base * HID
-    b1a_p = b1a_ptr + base * HID
-    # Chunk c of W1 is W1[:, c*HC : c*HC+HC] (d x HC), of W2 the rows W2[c*HC : c*HC+HC, :] (HC x d).
-    o1 = rd[:, None] * HID + rc[None, :]
-    o2 = rc[:, None] * D + rd[None, :]
 
     q = tl.load(q_ptr + xo + rd).to(tl.float32)
     k = tl.load(k_ptr + xo + rd).to(tl.float32)
@@ -71,42 +102,19 @@ def _ttt_mlp_step_kernel(
     # Pass 1: the second-layer output on the key, at the mini-batch-start weights.
     z2 = b2
     for c in tl.range(0, HID // HC):
-        W1c = tl.load(W1_p + c * HC + o1).to(tl.float32)
-        z1 = tl.sum(k[:, None] * W1c, axis=0) + tl.load(b1_p + c * HC + rc).to(tl.float32)
-        W2c = tl.load(W2_p + c * HC * D + o2).to(tl.float32)
-        z2 += tl.sum(gelu_tanh(z1, FAST)[:, None] * W2c, axis=0)
-    zc, rstd = _ln_stats(z2, D, eps)
-    xhat = zc * rstd
-    gx = (ln_w * xhat + ln_b - (v - k)) * ln_w
-    eg2 = eta * (D * gx - tl.sum(gx, axis=0) - xhat * tl.sum(gx * xhat, axis=0)) * (rstd / D)
+        o1, oc, o2 = _chunk_offsets(base, c, D, HID, HC)
+        z2 += _chunk_z2(k, W1_ptr, o1, b1_ptr, oc, W2_ptr, o2, FAST)
+    eg2 = eta * vec_ln_l2_grad(z2, v - k, ln_w, ln_b, D, eps)
 
     # Pass 2: first-layer gradient, accumulators, the weights this token sees, its output.
     zq2 = tl.zeros([D], dtype=tl.float32)
     for c in tl.range(0, HID // HC):
-        W1c = tl.load(W1_p + c * HC + o1).to(tl.float32)
-        b1c = tl.load(b1_p + c * HC + rc).to(tl.float32)
-        W2c = tl.load(W2_p + c * HC * D + o2).to(tl.float32)
-        x2, dz1 = gelu_tanh_fwd_bwd(tl.sum(k[:, None] * W1c, axis=0) + b1c, FAST)
-        eg1 = tl.sum(W2c * eg2[None, :], axis=1) * dz1
-        A1 = tl.load(W1a_p + c * HC + o1).to(tl.float32) + k[:, None] * eg1[None, :]
-        a1 = tl.load(b1a_p + c * HC + rc).to(tl.float32) + eg1
-        A2 = tl.load(W2a_p + c * HC * D + o2).to(tl.float32) + x2[:, None] * eg2[None, :]
-        W1t = W1c - te * A1
-        b1t = b1c - te * a1
-        W2t = W2c - te * A2
-        xq = gelu_tanh(tl.sum(q[:, None] * W1t, axis=0) + b1t, FAST)
-        zq2 += tl.sum(xq[:, None] * W2t, axis=0)
-        tl.store(W1a_p + c * HC + o1, tl.where(closes, 0.0, A1).to(W1a_ptr.dtype.element_ty))
-        tl.store(b1a_p + c * HC + rc, tl.where(closes, 0.0, a1).to(b1a_ptr.dtype.element_ty))
-        tl.store(W2a_p + c * HC * D + o2, tl.where(closes, 0.0, A2).to(W2a_ptr.dtype.element_ty))
-        # The weights change only when the mini-batch closes: masked stores, so a common step writes half the bytes.
-        tl.store(W1_p + c * HC + o1, W1t.to(W1_ptr.dtype.element_ty), mask=(o1 * 0 + closes.to(tl.int32)) != 0)
-        tl.store(b1_p + c * HC + rc, b1t.to(b1_ptr.dtype.element_ty), mask=(rc * 0 + closes.to(tl.int32)) != 0)
-        tl.store(W2_p + c * HC * D + o2, W2t.to(W2_ptr.dtype.element_ty), mask=(o2 * 0 + closes.to(tl.int32)) != 0)
+        o1, oc, o2 = _chunk_offsets(base, c, D, HID, HC)
+        zq2 += _chunk_update(q, k, eg2, te, closes, W1_ptr, W1a_ptr, o1, b1_ptr, b1a_ptr, oc, W2_ptr, W2a_ptr, o2, FAST)
 
     a2 = b2a + eg2
     b2t = b2 - te * a2
-    zc_o, rstd_o = _ln_stats(zq2 + b2t, D, eps)
+    zc_o, rstd_o = vec_ln_stats(zq2 + b2t, D, eps)
     out = q + zc_o * rstd_o * ln_w + ln_b
     tl.store(o_ptr + xo + rd, out.to(o_ptr.dtype.element_ty))
     tl.store(b2a_ptr + base * D + rd, tl.where(closes, 0.0, a2).to(b2a_ptr.dtype.element_ty))
@@ -130,13 +138,10 @@ def _split_z2_kernel(
     bi = pid // H
     hi = pid % H
     rd = tl.arange(0, D)
-    rc = tl.arange(0, HC)
     base = pid.to(tl.int64)
     k = tl.load(k_ptr + bi.to(tl.int64) * stride_qb + hi.to(tl.int64) * stride_qh + rd).to(tl.float32)
-    W1c = tl.load(W1_ptr + base * D * HID + c * HC + rd[:, None] * HID + rc[None, :]).to(tl.float32)
-    z1 = tl.sum(k[:, None] * W1c, axis=0) + tl.load(b1_ptr + base * HID + c * HC + rc).to(tl.float32)
-    W2c = tl.load(W2_ptr + base * HID * D + c * HC * D + rc[:, None] * D + rd[None, :]).to(tl.float32)
-    z2 = tl.sum(gelu_tanh(z1, FAST)[:, None] * W2c, axis=0)
+    o1, oc, o2 = _chunk_offsets(base, c, D, HID, HC)
+    z2 = _chunk_z2(k, W1_ptr, o1, b1_ptr, oc, W2_ptr, o2, FAST)
     z2 += tl.where(c == 0, tl.load(b2_ptr + base * D + rd).to(tl.float32), 0.0)
     tl.store(part_ptr + (base * (HID // HC) + c) * D + rd, z2)
 
@@ -157,7 +162,6 @@ def _split_update_kernel(
     hi = pid % H
     S: tl.constexpr = HID // HC
     rd = tl.arange(0, D)
-    rc = tl.arange(0, HC)
     rs = tl.arange(0, S)
     base = pid.to(tl.int64)
     xo = bi.to(tl.int64) * stride_qb + hi.to(tl.int64) * stride_qh
@@ -172,33 +176,10 @@ def _split_update_kernel(
     closes = p == BS - 1
 
     z2 = tl.sum(tl.load(part_ptr + base * S * D + rs[:, None] * D + rd[None, :]), axis=0)
-    zc, rstd = _ln_stats(z2, D, eps)
-    xhat = zc * rstd
-    gx = (ln_w * xhat + ln_b - (v - k)) * ln_w
-    eg2 = eta * (D * gx - tl.sum(gx, axis=0) - xhat * tl.sum(gx * xhat, axis=0)) * (rstd / D)
-
-    o1 = base * D * HID + c * HC + rd[:, None] * HID + rc[None, :]
-    o2 = base * HID * D + c * HC * D + rc[:, None] * D + rd[None, :]
-    oc = base * HID + c * HC + rc
-    W1c = tl.load(W1_ptr + o1).to(tl.float32)
-    b1c = tl.load(b1_ptr + oc).to(tl.float32)
-    W2c = tl.load(W2_ptr + o2).to(tl.float32)
-    x2, dz1 = gelu_tanh_fwd_bwd(tl.sum(k[:, None] * W1c, axis=0) + b1c, FAST)
-    eg1 = tl.sum(W2c * eg2[None, :], axis=1) * dz1
-    A1 = tl.load(W1a_ptr + o1).to(tl.float32) + k[:, None] * eg1[None, :]
-    a1 = tl.load(b1a_ptr + oc).to(tl.float32) + eg1
-    A2 = tl.load(W2a_ptr + o2).to(tl.float32) + x2[:, None] * eg2[None, :]
-    W1t = W1c - te * A1
-    b1t = b1c - te * a1
-    W2t = W2c - te * A2
-    xq = gelu_tanh(tl.sum(q[:, None] * W1t, axis=0) + b1t, FAST)
-    tl.store(partq_ptr + (base * S + c) * D + rd, tl.sum(xq[:, None] * W2t, axis=0))
-    tl.store(W1a_ptr + o1, tl.where(closes, 0.0, A1).to(W1a_ptr.dtype.element_ty))
-    tl.store(b1a_ptr + oc, tl.where(closes, 0.0, a1).to(b1a_ptr.dtype.element_ty))
-    tl.store(W2a_ptr + o2, tl.where(closes, 0.0, A2).to(W2a_ptr.dtype.element_ty))
-    tl.store(W1_ptr + o1, W1t.to(W1_ptr.dtype.element_ty), mask=(o1 * 0 + closes.to(tl.int32)) != 0)
-    tl.store(b1_ptr + oc, b1t.to(b1_ptr.dtype.element_ty), mask=(oc * 0 + closes.to(tl.int32)) != 0)
-    tl.store(W2_ptr + o2, W2t.to(W2_ptr.dtype.element_ty), mask=(o2 * 0 + closes.to(tl.int32)) != 0)
+    eg2 = eta * vec_ln_l2_grad(z2, v - k, ln_w, ln_b, D, eps)
+    o1, oc, o2 = _chunk_offsets(base, c, D, HID, HC)
+    zq2 = _chunk_update(q, k, eg2, te, closes, W1_ptr, W1a_ptr, o1, b1_ptr, b1a_ptr, oc, W2_ptr, W2a_ptr, o2, FAST)
+    tl.store(partq_ptr + (base * S + c) * D + rd, zq2)
     if c == 0:
         a2 = tl.load(b2a_ptr + base * D + rd).to(tl.float32) + eg2
         b2t = tl.load(b2_ptr + base * D + rd).to(tl.float32) - te * a2
@@ -221,7 +202,7 @@ def _split_out_kernel(
     base = pid.to(tl.int64)
     xo = bi.to(tl.int64) * stride_qb + hi.to(tl.int64) * stride_qh
     zq2 = tl.sum(tl.load(partq_ptr + base * S * D + rs[:, None] * D + rd[None, :]), axis=0)
-    zc_o, rstd_o = _ln_stats(zq2 + tl.load(bt_ptr + base * D + rd), D, eps)
+    zc_o, rstd_o = vec_ln_stats(zq2 + tl.load(bt_ptr + base * D + rd), D, eps)
     ln_w = tl.load(lnw_ptr + hi * D + rd).to(tl.float32)
     ln_b = tl.load(lnb_ptr + hi * D + rd).to(tl.float32)
     out = tl.load(q_ptr + xo + rd).to(tl.float32) + zc_o * rstd_o * ln_w + ln_b
