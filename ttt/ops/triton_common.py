@@ -80,6 +80,18 @@ def vec_ln_l2_grad(z, tgt, ln_w, ln_b, D: tl.constexpr, eps):
 
 
 @triton.jit
+def load_consts(lnw_ptr, lnb_ptr, te_ptr, hi, BS, D: tl.constexpr, BT: tl.constexpr):
+    """What every mini-batch of head `hi` reads: its LayerNorm weight and bias, token_eta (BT rows, masked to the
+    mini-batch) and its last entry, all fp32."""
+    cols = tl.arange(0, D)
+    rows = tl.arange(0, BT)
+    ln_w = tl.load(lnw_ptr + hi * D + cols).to(tl.float32)
+    ln_b = tl.load(lnb_ptr + hi * D + cols).to(tl.float32)
+    te = tl.load(te_ptr + rows, mask=rows < BS, other=0.0).to(tl.float32)
+    return ln_w, ln_b, te, tl.load(te_ptr + BS - 1).to(tl.float32)
+
+
+@triton.jit
 def load_chunk(q_ptr, k_ptr, v_ptr, eta_ptr, t0, T, stride_t, stride_et, BS, D: tl.constexpr, BT: tl.constexpr):
     """Rows t0 + [0, BT) of one (batch, head), masked to the mini-batch and to [0, T); kept in the input dtype."""
     rows = tl.arange(0, BT)

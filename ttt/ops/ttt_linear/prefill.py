@@ -24,7 +24,7 @@ import triton.language as tl
 
 from ttt.errors import UserError
 from ttt.ops.common import LN_EPS, TTTLinearState, check_args
-from ttt.ops.triton_common import PRECISIONS, add2, dot, interpreting, load_chunk, operand, row_stats
+from ttt.ops.triton_common import PRECISIONS, add2, dot, interpreting, load_chunk, load_consts, operand, row_stats
 
 
 @triton.jit
@@ -142,7 +142,6 @@ def _ttt_linear_prefill_kernel(
     pid = tl.program_id(0)
     bi = pid // H
     hi = pid % H
-    rows = tl.arange(0, BT)
     cols = tl.arange(0, D)
     wofs = pid.to(tl.int64) * D * D + _tile_offsets(D)
     vofs = pid.to(tl.int64) * D + cols
@@ -154,10 +153,7 @@ def _ttt_linear_prefill_kernel(
     e_p = eta_ptr + bi.to(tl.int64) * stride_eb + hi.to(tl.int64) * stride_eh
     o_p = o_ptr + bi.to(tl.int64) * stride_ob + hi.to(tl.int64) * stride_oh
 
-    ln_w = tl.load(lnw_ptr + hi * D + cols).to(tl.float32)
-    ln_b = tl.load(lnb_ptr + hi * D + cols).to(tl.float32)
-    te = tl.load(te_ptr + rows, mask=rows < BS, other=0.0).to(tl.float32)
-    te_last = tl.load(te_ptr + BS - 1).to(tl.float32)
+    ln_w, ln_b, te, te_last = load_consts(lnw_ptr, lnb_ptr, te_ptr, hi, BS, D, BT)
     W = tl.load(W_ptr + wofs).to(tl.float32)
     bv = tl.load(b_ptr + vofs).to(tl.float32)
 

@@ -39,6 +39,7 @@ from ttt.ops.triton_common import (
     dot_acc,
     interpreting,
     load_chunk,
+    load_consts,
     operand,
     row_stats,
 )
@@ -261,8 +262,6 @@ def _ttt_mlp_prefill_kernel(
     pid = tl.program_id(0)
     bi = pid // H
     hi = pid % H
-    rows = tl.arange(0, BT)
-    rd = tl.arange(0, D)
     w1tofs, b1ofs, w2ofs, b2ofs = _state_offsets(pid.to(tl.int64), D, HID)
 
     qo = bi.to(tl.int64) * stride_qb + hi.to(tl.int64) * stride_qh
@@ -272,10 +271,7 @@ def _ttt_mlp_prefill_kernel(
     e_p = eta_ptr + bi.to(tl.int64) * stride_eb + hi.to(tl.int64) * stride_eh
     o_p = o_ptr + bi.to(tl.int64) * stride_ob + hi.to(tl.int64) * stride_oh
 
-    ln_w = tl.load(lnw_ptr + hi * D + rd).to(tl.float32)
-    ln_b = tl.load(lnb_ptr + hi * D + rd).to(tl.float32)
-    te = tl.load(te_ptr + rows, mask=rows < BS, other=0.0).to(tl.float32)
-    te_last = tl.load(te_ptr + BS - 1).to(tl.float32)
+    ln_w, ln_b, te, te_last = load_consts(lnw_ptr, lnb_ptr, te_ptr, hi, BS, D, BT)
     o0 = tl.load(off_ptr).to(tl.int32)  # tokens of the current mini-batch already consumed (read on the device)
     if HEAD:
         # Launch 1 of 2: the head chunk that finishes the partial mini-batch the input state started in (rows
@@ -307,10 +303,7 @@ def _ttt_mlp_prefill_kernel(
         for c in range(0, n_full):
             t0 = n_head + c * BS
             if RELOAD:  # per mini-batch from L1 instead of registers held across the loop
-                ln_w = tl.load(lnw_ptr + hi * D + rd).to(tl.float32)
-                ln_b = tl.load(lnb_ptr + hi * D + rd).to(tl.float32)
-                te = tl.load(te_ptr + rows, mask=rows < BS, other=0.0).to(tl.float32)
-                te_last = tl.load(te_ptr + BS - 1).to(tl.float32)
+                ln_w, ln_b, te, te_last = load_consts(lnw_ptr, lnb_ptr, te_ptr, hi, BS, D, BT)
             if PREFETCH:  # the next mini-batch's tiles load under this one's math (register double buffering)
                 q, k, v, eta = nq, nk, nv, ne
                 nq, nk, nv, ne = load_chunk(q_p, k_p, v_p, e_p, t0 + BS, T, stride_qt, stride_et, BS, D, BT)
@@ -328,10 +321,7 @@ def _ttt_mlp_prefill_kernel(
             zero = tl.minimum(tl.load(off_ptr), 0)
             w1tofs, b1ofs, w2ofs, b2ofs = _state_offsets(pid.to(tl.int64) + zero, D, HID)
         if RELOAD:
-            ln_w = tl.load(lnw_ptr + hi * D + rd).to(tl.float32)
-            ln_b = tl.load(lnb_ptr + hi * D + rd).to(tl.float32)
-            te = tl.load(te_ptr + rows, mask=rows < BS, other=0.0).to(tl.float32)
-            te_last = tl.load(te_ptr + BS - 1).to(tl.float32)
+            ln_w, ln_b, te, te_last = load_consts(lnw_ptr, lnb_ptr, te_ptr, hi, BS, D, BT)
         t_tail = n_head + n_full * BS
         if t_tail < T:  # ragged tail: writes the state and, as the accumulators, its gradient sums
             if not PREFETCH:
