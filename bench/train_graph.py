@@ -36,13 +36,18 @@ def tensor_lr(opt: torch.optim.Optimizer, device: torch.device) -> None:
         g["capturable"] = True
 
 
+def _put_lr(group: dict, lr: float | torch.Tensor) -> None:
+    """One group's lr: in place when it is a tensor (a captured step reads that memory)."""
+    if isinstance(group["lr"], torch.Tensor):
+        group["lr"].fill_(lr)
+    else:
+        group["lr"] = lr
+
+
 def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
-    """Set the lr of every group: in place when it is a tensor (a captured step reads that memory)."""
+    """Set the lr of every group (in place where it is a tensor)."""
     for g in opt.param_groups:
-        if isinstance(g["lr"], torch.Tensor):
-            g["lr"].fill_(lr)
-        else:
-            g["lr"] = lr
+        _put_lr(g, lr)
 
 
 def _snapshot(net: nn.Module, opt: torch.optim.Optimizer) -> tuple[list[torch.Tensor], dict]:
@@ -88,10 +93,7 @@ def warm_up(
         torch.cuda.current_stream().wait_stream(stream)
     _restore(net, opt, saved)
     for g, lr in zip(opt.param_groups, lrs):
-        if isinstance(g["lr"], torch.Tensor):
-            g["lr"].copy_(lr)
-        else:
-            g["lr"] = lr
+        _put_lr(g, lr)
     opt.zero_grad(set_to_none=True)
 
 
