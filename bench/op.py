@@ -134,24 +134,33 @@ def _check_ttt(x: Inputs, out: torch.Tensor) -> float:
     return _rel(out[:1, :CHECK_H, : q.shape[2]], ref)
 
 
+def _parse_variant(impl: str, knobs: dict[str, str], flags: dict[str, tuple[str, Any]]) -> dict[str, Any]:
+    """The parts of 'op/impl-part-part...' after the impl name -> kernel kwargs: 'xN' for a numeric knob x, a flag
+    name for its (kwarg, value), anything else the matmul operand precision (which the kernel entry checks)."""
+    kw: dict[str, Any] = {}
+    for part in impl.split("/", 1)[1].split("-")[1:]:
+        if part[:1] in knobs and part[1:].isdigit():
+            kw[knobs[part[0]]] = int(part[1:])
+        elif part in flags:
+            key, value = flags[part]
+            kw[key] = value
+        else:
+            kw["precision"] = part
+    return kw
+
+
+_LAUNCH_KNOBS = {"w": "num_warps", "s": "num_stages", "r": "maxnreg"}
+_COMMON_FLAGS = {
+    "ln1": ("one_pass_ln", True), "ln2": ("one_pass_ln", False),  # one- or two-pass LayerNorm statistics
+    "pf": ("prefetch", True), "nopf": ("prefetch", False),  # register prefetch of the next mini-batch's tiles
+}  # fmt: skip
+
+
 def triton_variant(impl: str) -> dict[str, Any]:
     """'ttt_linear/triton[-bf16|-tf32|-ieee][-wN][-sN][-rN][-skew|-noskew][-ln1|-ln2][-pf|-nopf]' -> kwargs of
     ttt_linear_triton (warps, pipeline stages, register cap, skewed loop, LN passes, register prefetch; default:
     bf16, 4 warps, register cap picked from the grid, no skew, ln1, prefetch)."""
-    kw: dict[str, Any] = {}
-    knobs = {"w": "num_warps", "s": "num_stages", "r": "maxnreg"}
-    for part in impl.split("/", 1)[1].split("-")[1:]:
-        if part[:1] in knobs and part[1:].isdigit():
-            kw[knobs[part[0]]] = int(part[1:])
-        elif part in ("skew", "noskew"):
-            kw["skew"] = part == "skew"
-        elif part in ("ln1", "ln2"):  # one- or two-pass LayerNorm statistics (one is the default)
-            kw["one_pass_ln"] = part == "ln1"
-        elif part in ("pf", "nopf"):  # register prefetch of the next mini-batch's tiles (on by default)
-            kw["prefetch"] = part == "pf"
-        else:
-            kw["precision"] = part
-    return kw
+    return _parse_variant(impl, _LAUNCH_KNOBS, {**_COMMON_FLAGS, "skew": ("skew", True), "noskew": ("skew", False)})
 
 
 def _ttt_impl(x: Inputs, impl: str) -> tuple[Callable[[], Any], Callable[[], float]]:
@@ -178,25 +187,11 @@ def mlp_triton_variant(impl: str) -> dict[str, Any]:
     of the next mini-batch or not, Zq1 from the old or the updated W1, LN passes, exact tanh instead of tanh.approx;
     the defaults are ttt_mlp_prefill's: -h1-nopf-lq1), plus the register-pressure switches -dz16 -rl -lzo
     (bench/notes/ttt_mlp_spills_*). '-pf-h2-eq1' is the default before session 4."""
-    kw: dict[str, Any] = {}
-    reg_knobs = {"lq1": "late_zq1", "dz16": "dz_bf16", "rl": "reload_consts", "lzo": "lazy_offsets"}
-    knobs = {"w": "num_warps", "s": "num_stages", "r": "maxnreg", "h": "hidden_chunks"}
-    for part in impl.split("/", 1)[1].split("-")[1:]:
-        if part[:1] in knobs and part[1:].isdigit():
-            kw[knobs[part[0]]] = int(part[1:])
-        elif part in ("nopf", "pf"):
-            kw["prefetch"] = part == "pf"
-        elif part == "eq1":  # Zq1 from the old W1 (the default before session 4)
-            kw["late_zq1"] = False
-        elif part in ("ln1", "ln2"):
-            kw["one_pass_ln"] = part == "ln1"
-        elif part == "exact":
-            kw["fast_tanh"] = False
-        elif part in reg_knobs:
-            kw[reg_knobs[part]] = True
-        else:
-            kw["precision"] = part
-    return kw
+    flags = {
+        **_COMMON_FLAGS, "eq1": ("late_zq1", False), "lq1": ("late_zq1", True), "exact": ("fast_tanh", False),
+        "dz16": ("dz_bf16", True), "rl": ("reload_consts", True), "lzo": ("lazy_offsets", True),
+    }  # fmt: skip
+    return _parse_variant(impl, {**_LAUNCH_KNOBS, "h": "hidden_chunks"}, flags)
 
 
 def _check_mlp(x: Inputs, out: torch.Tensor) -> float:
@@ -384,6 +379,11 @@ def _graphed(step: Callable[[], Any]) -> Callable[[], Any]:
     return g.replay
 
 
+def _step_name(impl: str) -> str:
+    """'ttt_mlp/triton_split-step-h16' -> 'triton_split', the op's STEP_IMPLS key."""
+    return impl.split("/")[1].split("-")[0]
+
+
 def step_variant(impl: str) -> dict[str, int]:
     """'<op>/<step impl>-step[-wN][-rN][-hN]' (after '-step', '+proj' aside) -> launch knobs of the Triton steps:
     warps, register cap, hidden chunk (TTT-MLP)."""
@@ -424,7 +424,7 @@ def _decode_fns(impl: str, B: int, dtype: torch.dtype) -> Callable[[], Any]:
 
         st = x.state()
         st.W_acc.normal_(std=1e-3), st.b_acc.normal_(std=1e-3)
-    fn = functools.partial(STEP_IMPLS[impl.split("/")[1].split("-")[0]], **step_variant(impl))
+    fn = functools.partial(STEP_IMPLS[_step_name(impl)], **step_variant(impl))
     proj = None
     if impl.endswith("+proj"):  # q, k, v, o projections of the layer (2048 x 2048 each): a rough full-layer cost
         proj = [torch.nn.Linear(HEADS * DIM, HEADS * DIM, bias=False, device="cuda", dtype=dtype) for _ in range(4)]
@@ -486,8 +486,7 @@ def measure_decode(cfg: Any = None) -> Iterator[dict]:
                 if not torch.cuda.is_available():
                     raise RuntimeError("no CUDA device")
                 if impl.startswith("ttt_mlp/triton"):  # checked before it is timed, like the prefill rows
-                    name = impl.split("/")[1].split("-")[0]
-                    err = _check_mlp_step(B, DTYPES[dname], name, **step_variant(impl))
+                    err = _check_mlp_step(B, DTYPES[dname], _step_name(impl), **step_variant(impl))
                     row.update(check_ref="ttt_mlp/naive step fp32", check_rel_err=err)
                 step = _decode_fns(impl, B, DTYPES[dname])
                 fn = _graphed(step) if cg else step
