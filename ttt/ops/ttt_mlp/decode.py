@@ -251,7 +251,9 @@ def ttt_mlp_step_triton(
     q, k, v = (x.contiguous() for x in (q, k, v))
     out = torch.empty_like(q)
     if split:
-        return _split_step(q, k, v, eta, token_eta, ln_w, ln_b, state, st, out, mini_batch_size, HC, num_warps), state
+        return _split_step(
+            q, k, v, eta, token_eta, ln_w, ln_b, st, state.offset, out, mini_batch_size, HC, num_warps
+        ), state
     _ttt_mlp_step_kernel[(B * H,)](
         q, k, v, eta, token_eta, ln_w, ln_b, *st, state.offset, out,
         H, mini_batch_size, q.stride(0), q.stride(1), eta.stride(0), eta.stride(1), LN_EPS,
@@ -261,9 +263,9 @@ def ttt_mlp_step_triton(
     return out, state
 
 
-def _split_step(q, k, v, eta, token_eta, ln_w, ln_b, state, st, out, bs, HC, num_warps) -> torch.Tensor:
+def _split_step(q, k, v, eta, token_eta, ln_w, ln_b, st, offset, out, bs, HC, num_warps) -> torch.Tensor:
     B, H, _, D = q.shape
-    HID = state.W1.shape[-1]
+    HID = st[0].shape[-1]
     S = HID // HC
     part = torch.empty(B * H, S, D, dtype=torch.float32, device=q.device)
     partq = torch.empty_like(part)
@@ -274,11 +276,11 @@ def _split_step(q, k, v, eta, token_eta, ln_w, ln_b, state, st, out, bs, HC, num
         k, W1, b1, W2, b2, part, H, k.stride(0), k.stride(1), D=D, HID=HID, HC=HC, FAST=False, num_warps=nw
     )
     _split_update_kernel[(B * H, S)](
-        q, k, v, eta, token_eta, ln_w, ln_b, *st, state.offset, part, partq, bt,
+        q, k, v, eta, token_eta, ln_w, ln_b, *st, offset, part, partq, bt,
         H, bs, q.stride(0), q.stride(1), eta.stride(0), eta.stride(1), LN_EPS,
         D=D, HID=HID, HC=HC, FAST=False, num_warps=nw,
     )  # fmt: skip
     _split_out_kernel[(B * H,)](
-        q, ln_w, ln_b, partq, bt, state.offset, out, H, bs, q.stride(0), q.stride(1), LN_EPS, D=D, S=S, num_warps=1
+        q, ln_w, ln_b, partq, bt, offset, out, H, bs, q.stride(0), q.stride(1), LN_EPS, D=D, S=S, num_warps=1
     )
     return out
