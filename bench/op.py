@@ -159,7 +159,7 @@ _COMMON_FLAGS = {
 def triton_variant(impl: str) -> dict[str, Any]:
     """'ttt_linear/triton[-bf16|-tf32|-ieee][-wN][-sN][-rN][-skew|-noskew][-ln1|-ln2][-pf|-nopf]' -> kwargs of
     ttt_linear_triton (warps, pipeline stages, register cap, skewed loop, LN passes, register prefetch; default:
-    bf16, 4 warps, register cap picked from the grid, no skew, ln1, prefetch)."""
+    bf16, 4 warps, register cap picked from the grid, no skew, ln1, no prefetch)."""
     return _parse_variant(impl, _LAUNCH_KNOBS, {**_COMMON_FLAGS, "skew": ("skew", True), "noskew": ("skew", False)})
 
 
@@ -380,7 +380,7 @@ def _graphed(step: Callable[[], Any]) -> Callable[[], Any]:
 
 
 def _step_name(impl: str) -> str:
-    """'ttt_mlp/triton_split-step-h16' -> 'triton_split', the op's STEP_IMPLS key."""
+    """'ttt_mlp/triton_single-step-h16' -> 'triton_single', the op's STEP_IMPLS key."""
     return impl.split("/")[1].split("-")[0]
 
 
@@ -449,7 +449,7 @@ DECODE_IMPLS = (
     "ttt_linear/triton-step+proj",
     "ttt_linear/naive-step",
     "ttt_mlp/triton-step",
-    "ttt_mlp/triton_split-step",
+    "ttt_mlp/triton_single-step",
     "mamba_ssm/Mamba.step",
 )
 

@@ -5,6 +5,7 @@ import inspect
 import pytest
 
 from bench.op import mlp_triton_variant, step_variant, triton_variant
+from ttt.ops.ttt_linear.prefill import ttt_linear_prefill
 from ttt.ops.ttt_mlp.prefill import ttt_mlp_prefill
 
 
@@ -13,6 +14,9 @@ def test_linear_variant_knobs():
     assert triton_variant("ttt_linear/triton-tf32-w8-r168-skew-ln2-nopf") == dict(
         precision="tf32", num_warps=8, maxnreg=168, skew=True, one_pass_ln=False, prefetch=False
     )
+    # session 5 measured no prefetch faster on an H200; '-pf' brings it back
+    assert inspect.signature(ttt_linear_prefill).parameters["prefetch"].default is False
+    assert triton_variant("ttt_linear/triton-pf") == {"prefetch": True}
 
 
 def test_mlp_variant_knobs():
@@ -41,7 +45,7 @@ def test_mlp_variant_unknown_part_reaches_precision_check(bad):
 def test_step_variant_knobs():
     assert step_variant("ttt_linear/triton-step") == {} == step_variant("ttt_linear/triton-step+proj")
     assert step_variant("ttt_linear/triton-step-w2") == {"num_warps": 2}
-    assert step_variant("ttt_mlp/triton_split-step-h16-w8") == {"hidden_chunk": 16, "num_warps": 8}
+    assert step_variant("ttt_mlp/triton_single-step-h16-w8") == {"hidden_chunk": 16, "num_warps": 8}
     assert step_variant("mamba_ssm/Mamba.step") == {}
     with pytest.raises(ValueError, match="'x3'"):
         step_variant("ttt_linear/triton-step-x3")

@@ -76,7 +76,7 @@ def advance(args, n, bs):
     ],
 )
 @pytest.mark.parametrize(
-    "tuning", [{}, {"skew": True}, {"one_pass_ln": False}, {"prefetch": False}], ids=["default", "skew", "ln2", "nopf"]
+    "tuning", [{}, {"skew": True}, {"one_pass_ln": False}, {"prefetch": True}], ids=["default", "skew", "ln2", "pf"]
 )
 def test_prefill_matches_naive(B, H, T, d, bs, pre, tuning):
     args = make_inputs(B, H, T + pre, d, bs)
@@ -182,7 +182,8 @@ def test_step_matches_naive(bs, pre, steps):
 @pytest.mark.parametrize("knobs", [{}, {"num_warps": 2}, {"maxnreg": 128}], ids=["default", "w2", "r128"])
 def test_step_cuda_graph(knobs):
     """The step replays in a CUDA graph and matches eager steps (offset advanced on the device); with each launch knob
-    it also matches the default launch."""
+    it also matches the default launch (2 warps sum in another order: bf16 outputs within an ulp, the fp32 state
+    within rounding)."""
     from ttt.ops.ttt_linear.decode import ttt_linear_step_triton
 
     B, H, d, bs = 16, 32, 64, 16
@@ -200,9 +201,9 @@ def test_step_cuda_graph(knobs):
             buf.copy_(x[:, :, t : t + 1])
         g.replay()
         o, _ = ttt_linear_step_triton(*xs, te, lw, lb, st_eager, mini_batch_size=bs)
-        torch.testing.assert_close(out_g.float(), o.float(), atol=1e-2 if knobs else 0, rtol=0)
+        torch.testing.assert_close(out_g.float(), o.float(), atol=1e-2 if knobs else 0, rtol=2**-7 if knobs else 0)
     assert int(st_graph.offset) == int(st_eager.offset) == 20 % bs
-    torch.testing.assert_close(st_graph.W, st_eager.W, atol=1e-5 if knobs else 0, rtol=0)
+    torch.testing.assert_close(st_graph.W, st_eager.W, atol=1e-5 if knobs else 0, rtol=1e-5 if knobs else 0)
 
 
 # The interpreter's bf16 tl.dot returns garbage (triton 3.9, seen here): bf16 operands are checked on the GPU only.

@@ -178,7 +178,7 @@ def test_registered():
     ref, _ = _ref(c, 0, 5, st)
     assert rel_err(out.cpu(), ref) < (2e-2 if ON_GPU else TOL)  # default: bf16 operands on a GPU, ieee interpreted
     xs = [x[:, :, :1] for x in ins[:4]]  # the step registry's entries agree with each other (in place, one token)
-    outs = [mlp.STEP_IMPLS[n](*xs, *ins[4:], _state(st), mini_batch_size=4)[0] for n in ("triton", "triton_split")]
+    outs = [mlp.STEP_IMPLS[n](*xs, *ins[4:], _state(st), mini_batch_size=4)[0] for n in ("triton", "triton_single")]
     assert rel_err(outs[1].cpu(), outs[0].cpu()) < TOL
 
 

@@ -182,10 +182,13 @@ def _ttt_linear_prefill_kernel(
     Wacc = W
     bacc = bv
 
-    # Full mini-batches: the sequential chain, one fold per mini-batch. The next mini-batch's tiles are loaded
-    # before this one's math (register double buffering), so their latency hides behind it.
+    # Full mini-batches: the sequential chain, one fold per mini-batch. With PREFETCH the next mini-batch's tiles are
+    # loaded before this one's math (register double buffering); without it (default) each is loaded where it is
+    # used, and the compiler places v and q in their use layouts directly: 15 bar.sync a mini-batch instead of 23
+    # offline (sm_90a), 3-7% faster on an H200 where the register cap applies (bench/notes/session5.md).
     n_full = (T - n_head) // BS
-    nq, nk, nv, ne = load_chunk(q_p, k_p, v_p, e_p, n_head, T, stride_qt, stride_et, BS, D, BT)
+    if PREFETCH or SKEW:  # the first mini-batch's tiles, ahead of the loop
+        nq, nk, nv, ne = load_chunk(q_p, k_p, v_p, e_p, n_head, T, stride_qt, stride_et, BS, D, BT)
     if SKEW:
         # Software-skewed: iteration c runs the chain of mini-batch c and the outputs of mini-batch c-1, two
         # independent streams the scheduler can interleave (the outputs are off the chain). Off by default: on an
@@ -225,7 +228,7 @@ def _ttt_linear_prefill_kernel(
             W -= te_last * dW
             bv -= te_last * db
 
-    # Ragged tail (its tiles are the last prefetch): its gradient sums go to the accumulators, W and b stay.
+    # Ragged tail (with PREFETCH its tiles are the last prefetch): its gradient sums go to the accumulators.
     t_tail = n_head + n_full * BS
     if t_tail < T:
         if not PREFETCH and not SKEW:
@@ -286,14 +289,15 @@ def ttt_linear_prefill(
     maxnreg: int | None = None,
     skew: bool = False,
     one_pass_ln: bool = True,
-    prefetch: bool = True,
+    prefetch: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Tensor-level entry: returns (out, W, b, W_acc, b_acc, offset), the state as new tensors.
 
     q, k, v: (B, H, T, d), d a power of two >= 16; eta: (B, H, T); token_eta: (mini_batch_size,);
     ln_w, ln_b: (H, d); W, W_acc: (B, H, d, d); b, b_acc: (B, H, d); offset: 0-dim int64 on q's device.
     `precision`: matmul operands in "ieee" fp32, "tf32" or "bf16" (fp32 accumulation and fp32 state always).
-    `maxnreg`: None picks it from the grid (`auto_maxnreg`), 0 launches without a cap.
+    `maxnreg`: None picks it from the grid (`auto_maxnreg`), 0 launches without a cap. `prefetch`: load the next
+    mini-batch's tiles one iteration early (off by default: slower on an H200).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: expected one of {PRECISIONS}")

@@ -37,6 +37,12 @@ def _triton_step(*args, **kwargs) -> tuple[torch.Tensor, TTTMLPState]:
     return ttt_mlp_step_triton(*args, **kwargs)
 
 
+def _triton_single_step(*args, **kwargs) -> tuple[torch.Tensor, TTTMLPState]:
+    from ttt.ops.ttt_mlp.decode import ttt_mlp_step_triton
+
+    return ttt_mlp_step_triton(*args, split=False, **kwargs)
+
+
 # name -> fn(q, k, v, eta, token_eta, ln_w, ln_b, state, *, mini_batch_size) -> (out, new_state)
 IMPLS: dict[str, Callable[..., tuple[torch.Tensor, TTTMLPState]]] = {
     "naive": ttt_mlp_naive,
@@ -46,17 +52,11 @@ IMPLS: dict[str, Callable[..., tuple[torch.Tensor, TTTMLPState]]] = {
 }
 
 
-def _triton_split_step(*args, **kwargs) -> tuple[torch.Tensor, TTTMLPState]:
-    from ttt.ops.ttt_mlp.decode import ttt_mlp_step_triton
-
-    return ttt_mlp_step_triton(*args, split=True, **kwargs)
-
-
 # name -> one-token step fn(q, k, v, eta, token_eta, ln_w, ln_b, state, *, mini_batch_size) -> (out, state), in place
 STEP_IMPLS: dict[str, Callable[..., tuple[torch.Tensor, TTTMLPState]]] = {
     "naive": ttt_mlp_step,
-    "triton": _triton_step,
-    "triton_split": _triton_split_step,  # hidden-split step: several programs per head (not yet timed on a GPU)
+    "triton": _triton_step,  # hidden-split: several programs per head (H200, B=16: 101 vs 133 us for triton_single)
+    "triton_single": _triton_single_step,  # one program per head
 }
 
 
