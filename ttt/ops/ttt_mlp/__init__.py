@@ -55,7 +55,7 @@ IMPLS: dict[str, Callable[..., tuple[torch.Tensor, TTTMLPState]]] = {
 # name -> one-token step fn(q, k, v, eta, token_eta, ln_w, ln_b, state, *, mini_batch_size) -> (out, state), in place
 STEP_IMPLS: dict[str, Callable[..., tuple[torch.Tensor, TTTMLPState]]] = {
     "naive": ttt_mlp_step,
-    "triton": _triton_step,  # hidden-split: several programs per head (H200, B=16: 101 vs 133 us for triton_single)
+    "triton": _triton_step,  # hidden-split: several programs per head (H200, B=16: 94 vs 133 us for triton_single)
     "triton_single": _triton_single_step,  # one program per head
 }
 

@@ -229,10 +229,11 @@ def ttt_mlp_step_triton(
     """One token: q, k, v (B, H, 1, d), eta (B, H, 1). Updates `state` in place (its tensors must be contiguous) and
     returns (out, state), like `naive.ttt_mlp_step`. No host sync: capturable in a CUDA graph.
     `split` (default): the hidden-split step, HID / hidden_chunk programs per head in three launches (see
-    `_split_z2_kernel`); H200, B=16 x 32 heads, d=64, graphed: 101 us against 133 us for `split=False`, one program
+    `_split_z2_kernel`); H200, B=16 x 32 heads, d=64, graphed: 94-101 us against 133 us for `split=False`, one program
     per head walking the hidden chunks in two passes (two launches). `hidden_chunk`: hidden units per chunk, default
-    min(4d, 32) (chunks of 16 measured 120 us split); `num_warps`: default 8 at 4d = 256 for the one-program kernel,
-    the spill-free choice in the sm_90a compiler's report; 4 for the split kernels."""
+    min(4d, 32) (chunks of 16 measured 120 us split); `num_warps`: 2 for the split kernels (94 us; 4 warps 101, 8
+    warps 151, same run), for the one-program kernel 8 at 4d = 256, the spill-free choice in the sm_90a compiler's
+    report."""
     check_args(q, token_eta, mini_batch_size)
     if not q.is_cuda and not interpreting():
         raise UserError("ttt_mlp_step impl 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tests)")
@@ -243,8 +244,7 @@ def ttt_mlp_step_triton(
     if D < 16 or D & (D - 1) or HID < 16 or HID & (HID - 1):
         raise UserError(f"ttt_mlp_step triton: head_dim={D}, hidden={HID}: both must be powers of two >= 16")
     HC = hidden_chunk or min(HID, 32)
-    # one d x HC chunk a split program: 4 warps cover it
-    num_warps = num_warps or (8 if D * HID >= 64 * 256 and not split else 4)
+    num_warps = num_warps or (2 if split else 8 if D * HID >= 64 * 256 else 4)
     if HC & (HC - 1) or HID % HC:
         raise UserError(f"ttt_mlp_step triton: hidden_chunk={HC} must be a power of two dividing {HID}")
     st = (state.W1, state.b1, state.W2, state.b2, state.W1_acc, state.b1_acc, state.W2_acc, state.b2_acc)
