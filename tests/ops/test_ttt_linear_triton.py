@@ -76,7 +76,9 @@ def advance(args, n, bs):
     ],
 )
 @pytest.mark.parametrize(
-    "tuning", [{}, {"skew": True}, {"one_pass_ln": False}, {"prefetch": True}], ids=["default", "skew", "ln2", "pf"]
+    "tuning",
+    [{}, {"skew": True}, {"one_pass_ln": False}, {"prefetch": True}, {"mma_fold": True}],
+    ids=["default", "skew", "ln2", "pf", "mf"],
 )
 def test_prefill_matches_naive(B, H, T, d, bs, pre, tuning):
     args = make_inputs(B, H, T + pre, d, bs)
@@ -95,6 +97,24 @@ def test_prefill_matches_naive(B, H, T, d, bs, pre, tuning):
     check_state(st_out, st_ref, atol=1e-4)
     for n, t in vars(st_in).items():  # the input state is untouched (functional update)
         assert torch.equal(t, getattr(st, n)), n
+
+
+@pytest.mark.parametrize("last", [0.0, 0.37], ids=["zero", "nonzero"])
+def test_mma_fold_token_eta_last(last):
+    """mma_fold scales eta by -token_eta[-1] and the output path by its inverse: with the last entry zero (no update)
+    the kernel takes the plain loop, and either way it matches the definition."""
+    B, H, T, d, bs = 1, 2, 45, 16, 16
+    q, k, v, eta, te, lw, lb, st = make_inputs(B, H, T, d, bs, seed=4)
+    te[-1] = last
+    out, st_out = ttt_linear_triton(q, k, v, eta, te, lw, lb, st, mini_batch_size=bs, precision="ieee", mma_fold=True)
+    ref, st_ref = ttt_linear_naive(
+        q.double(), k.double(), v.double(), eta.double(), te.double(), lw.double(), lb.double(), to64(st),
+        mini_batch_size=bs,
+    )  # fmt: skip
+    torch.testing.assert_close(out.double(), ref, atol=1e-4, rtol=0)
+    check_state(st_out, st_ref, atol=1e-4)
+    if last == 0:
+        torch.testing.assert_close(st_out.W, st.W, atol=0, rtol=0)  # no update at all
 
 
 def test_prefill_chains():
@@ -116,7 +136,10 @@ def test_prefill_chains():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not ON_GPU, reason="needs a CUDA device")
-@pytest.mark.parametrize("T,tuning", [(1000, {}), (4096, {}), (4096, {"skew": True}), (4096, {"one_pass_ln": False})])
+@pytest.mark.parametrize(
+    "T,tuning",
+    [(1000, {}), (4096, {}), (4096, {"skew": True}), (4096, {"one_pass_ln": False}), (1000, {"mma_fold": True})],
+)
 def test_prefill_gpu_bf16(T, tuning):
     B, H, d, bs = 2, 8, 64, 16
     q, k, v, eta, te, lw, lb, st = make_inputs(B, H, T, d, bs, dtype=torch.bfloat16, seed=T)

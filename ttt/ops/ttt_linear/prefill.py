@@ -24,7 +24,17 @@ import triton.language as tl
 
 from ttt.errors import UserError
 from ttt.ops.common import LN_EPS, TTTLinearState, check_args
-from ttt.ops.triton_common import PRECISIONS, add2, dot, interpreting, load_chunk, load_consts, operand, row_stats
+from ttt.ops.triton_common import (
+    PRECISIONS,
+    add2,
+    dot,
+    dot_acc,
+    interpreting,
+    load_chunk,
+    load_consts,
+    operand,
+    row_stats,
+)
 
 
 @triton.jit
@@ -85,6 +95,20 @@ def _output(
 
 
 @triton.jit
+def _mini_batch_eg(
+    q, k, v, eta, o_ptr, t0, T, stride_ot, BS, te, ln_w, ln_b, W, bv, Wacc, bacc, eps,
+    HAS_ACC: tl.constexpr, FLA_RESIDUAL: tl.constexpr, PREC: tl.constexpr, D: tl.constexpr, BT: tl.constexpr,
+    ONE_PASS: tl.constexpr,
+):  # fmt: skip
+    """One mini-batch: writes its outputs and returns eta * G."""
+    Wd = operand(W, PREC)  # one conversion of W per mini-batch, shared by both products with it
+    eg = _grad(k, v, eta, t0, T, BS, ln_w, ln_b, Wd, bv, eps, PREC, D, BT, ONE_PASS)
+    _output(q, k, eg, o_ptr, t0, T, stride_ot, BS, te, ln_w, ln_b, Wd, bv, Wacc, bacc, eps,
+            HAS_ACC, FLA_RESIDUAL, PREC, D, BT, ONE_PASS)  # fmt: skip
+    return eg
+
+
+@triton.jit
 def _mini_batch(
     q, k, v, eta, o_ptr, t0, T, stride_ot, BS, te, ln_w, ln_b, W, bv, Wacc, bacc, eps,
     HAS_ACC: tl.constexpr, FLA_RESIDUAL: tl.constexpr, PREC: tl.constexpr, D: tl.constexpr, BT: tl.constexpr,
@@ -92,11 +116,42 @@ def _mini_batch(
 ):  # fmt: skip
     """One mini-batch: writes its outputs and returns (K^T (eta G), sum_j eta_j G_j), the gradient sums that the
     caller folds into W, b or keeps in the accumulators."""
-    Wd = operand(W, PREC)  # one conversion of W per mini-batch, shared by both products with it
-    eg = _grad(k, v, eta, t0, T, BS, ln_w, ln_b, Wd, bv, eps, PREC, D, BT, ONE_PASS)
-    _output(q, k, eg, o_ptr, t0, T, stride_ot, BS, te, ln_w, ln_b, Wd, bv, Wacc, bacc, eps,
-            HAS_ACC, FLA_RESIDUAL, PREC, D, BT, ONE_PASS)  # fmt: skip
+    eg = _mini_batch_eg(q, k, v, eta, o_ptr, t0, T, stride_ot, BS, te, ln_w, ln_b, W, bv, Wacc, bacc, eps,
+                        HAS_ACC, FLA_RESIDUAL, PREC, D, BT, ONE_PASS)  # fmt: skip
     return dot(tl.trans(k), eg, PREC), tl.sum(eg, axis=0)
+
+
+@triton.jit
+def _full_mini_batches(
+    q_p, k_p, v_p, e_p, o_p, n_head, n_full, T, stride_qt, stride_et, stride_ot, BS, te, te_last, ln_w, ln_b,
+    W, bv, eps, FOLD: tl.constexpr, FLA_RESIDUAL: tl.constexpr, PREC: tl.constexpr, D: tl.constexpr,
+    BT: tl.constexpr, ONE_PASS: tl.constexpr,
+):  # fmt: skip
+    """The main loop over full mini-batches, each one's tiles loaded where they are used (the compiler may load v and
+    q straight into the layout they are used in); returns the folded (W, b).
+    FOLD (te_last != 0): the update W <- W - te_last K^T (eta G) as the MMA's own accumulate, W = W + K^T eg' with
+    eg' = -te_last eta G (eta scaled: a BT-vector op), and the output path's te scaled by 1 / -te_last so that its
+    product with eg' is unchanged: no D x D product tile and no D x D FMA a mini-batch."""
+    if FOLD:
+        eta_scale = -te_last
+        te_out = te / eta_scale
+    else:
+        eta_scale = 1.0
+        te_out = te
+    for c in range(0, n_full):
+        t0 = n_head + c * BS
+        q, k, v, eta = load_chunk(q_p, k_p, v_p, e_p, t0, T, stride_qt, stride_et, BS, D, BT)
+        eg = _mini_batch_eg(
+            q, k, v, eta.to(tl.float32) * eta_scale, o_p, t0, T, stride_ot, BS, te_out, ln_w, ln_b,
+            W, bv, W, bv, eps, False, FLA_RESIDUAL, PREC, D, BT, ONE_PASS,
+        )  # fmt: skip
+        if FOLD:
+            W = dot_acc(tl.trans(k), eg, W, PREC)
+            bv += tl.sum(eg, axis=0)
+        else:
+            W -= te_last * dot(tl.trans(k), eg, PREC)
+            bv -= te_last * tl.sum(eg, axis=0)
+    return W, bv
 
 
 @triton.jit
@@ -136,6 +191,7 @@ def _ttt_linear_prefill_kernel(
     SKEW: tl.constexpr,
     ONE_PASS: tl.constexpr,
     PREFETCH: tl.constexpr,
+    MMA_FOLD: tl.constexpr,
     D: tl.constexpr,
     BT: tl.constexpr,
 ):
@@ -213,20 +269,33 @@ def _ttt_linear_prefill_kernel(
                 bv -= te_last * tl.sum(eg, axis=0)
             _output(pq, pk, peg, o_p, n_head + (n_full - 1) * BS, T, stride_ot, BS, te, ln_w, ln_b, pW, pb,
                     Wacc, bacc, eps, False, FLA_RESIDUAL, PREC, D, BT, ONE_PASS)  # fmt: skip
-    else:
+    elif PREFETCH:
         for c in range(0, n_full):
             t0 = n_head + c * BS
-            if PREFETCH:
-                q, k, v, eta = nq, nk, nv, ne
-                nq, nk, nv, ne = load_chunk(q_p, k_p, v_p, e_p, t0 + BS, T, stride_qt, stride_et, BS, D, BT)
-            else:  # loaded where used: the compiler may load v and q straight into the layout they are used in
-                q, k, v, eta = load_chunk(q_p, k_p, v_p, e_p, t0, T, stride_qt, stride_et, BS, D, BT)
+            q, k, v, eta = nq, nk, nv, ne
+            nq, nk, nv, ne = load_chunk(q_p, k_p, v_p, e_p, t0 + BS, T, stride_qt, stride_et, BS, D, BT)
             dW, db = _mini_batch(
                 q, k, v, eta, o_p, t0, T, stride_ot, BS, te, ln_w, ln_b,
                 W, bv, Wacc, bacc, eps, False, FLA_RESIDUAL, PREC, D, BT, ONE_PASS,
             )  # fmt: skip
             W -= te_last * dW
             bv -= te_last * db
+    elif MMA_FOLD:
+        if te_last != 0:  # a zero te_last (no update) cannot be folded into the scale: the plain loop then
+            W, bv = _full_mini_batches(
+                q_p, k_p, v_p, e_p, o_p, n_head, n_full, T, stride_qt, stride_et, stride_ot, BS, te, te_last,
+                ln_w, ln_b, W, bv, eps, True, FLA_RESIDUAL, PREC, D, BT, ONE_PASS,
+            )  # fmt: skip
+        else:
+            W, bv = _full_mini_batches(
+                q_p, k_p, v_p, e_p, o_p, n_head, n_full, T, stride_qt, stride_et, stride_ot, BS, te, te_last,
+                ln_w, ln_b, W, bv, eps, False, FLA_RESIDUAL, PREC, D, BT, ONE_PASS,
+            )  # fmt: skip
+    else:
+        W, bv = _full_mini_batches(
+            q_p, k_p, v_p, e_p, o_p, n_head, n_full, T, stride_qt, stride_et, stride_ot, BS, te, te_last,
+            ln_w, ln_b, W, bv, eps, False, FLA_RESIDUAL, PREC, D, BT, ONE_PASS,
+        )  # fmt: skip
 
     # Ragged tail (with PREFETCH its tiles are the last prefetch): its gradient sums go to the accumulators.
     t_tail = n_head + n_full * BS
@@ -290,6 +359,7 @@ def ttt_linear_prefill(
     skew: bool = False,
     one_pass_ln: bool = True,
     prefetch: bool = False,
+    mma_fold: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Tensor-level entry: returns (out, W, b, W_acc, b_acc, offset), the state as new tensors.
 
@@ -297,7 +367,8 @@ def ttt_linear_prefill(
     ln_w, ln_b: (H, d); W, W_acc: (B, H, d, d); b, b_acc: (B, H, d); offset: 0-dim int64 on q's device.
     `precision`: matmul operands in "ieee" fp32, "tf32" or "bf16" (fp32 accumulation and fp32 state always).
     `maxnreg`: None picks it from the grid (`auto_maxnreg`), 0 launches without a cap. `prefetch`: load the next
-    mini-batch's tiles one iteration early (off by default: slower on an H200).
+    mini-batch's tiles one iteration early (off by default: slower on an H200). `mma_fold`: the main loop's weight
+    update as the MMA's accumulate (see the kernel) instead of a product tile and a D x D FMA (untimed).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: expected one of {PRECISIONS}")
@@ -330,7 +401,7 @@ def ttt_linear_prefill(
             eta.stride(0), eta.stride(1), eta.stride(2),
             out.stride(0), out.stride(1), out.stride(2),
             eps,
-            FLA_RESIDUAL=fla_residual, PREC=precision, SKEW=skew, ONE_PASS=one_pass_ln, PREFETCH=prefetch, D=D, BT=BT, num_warps=num_warps, **launch,
+            FLA_RESIDUAL=fla_residual, PREC=precision, SKEW=skew, ONE_PASS=one_pass_ln, PREFETCH=prefetch, MMA_FOLD=mma_fold, D=D, BT=BT, num_warps=num_warps, **launch,
         )  # fmt: skip
     else:  # nothing to process: the state passes through unchanged
         Wo.copy_(W), bo.copy_(b), Wao.copy_(W_acc), bao.copy_(b_acc)
