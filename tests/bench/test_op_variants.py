@@ -14,8 +14,10 @@ def test_linear_variant_knobs():
     assert triton_variant("ttt_linear/triton-tf32-w8-r168-skew-ln2-nopf") == dict(
         precision="tf32", num_warps=8, maxnreg=168, skew=True, one_pass_ln=False, prefetch=False
     )
-    # session 5 measured no prefetch faster on an H200; '-pf' brings it back
-    assert inspect.signature(ttt_linear_prefill).parameters["prefetch"].default is False
+    # session 5 measured no prefetch and the update in the MMA faster on an H200; '-pf-nomf' brings the old loop back
+    sig = inspect.signature(ttt_linear_prefill).parameters
+    assert (sig["prefetch"].default, sig["mma_fold"].default) == (False, True)
+    assert triton_variant("ttt_linear/triton-pf-nomf") == {"prefetch": True, "mma_fold": False}
     assert triton_variant("ttt_linear/triton-pf") == {"prefetch": True}
 
 

@@ -359,7 +359,7 @@ def ttt_linear_prefill(
     skew: bool = False,
     one_pass_ln: bool = True,
     prefetch: bool = False,
-    mma_fold: bool = False,
+    mma_fold: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Tensor-level entry: returns (out, W, b, W_acc, b_acc, offset), the state as new tensors.
 
@@ -368,7 +368,8 @@ def ttt_linear_prefill(
     `precision`: matmul operands in "ieee" fp32, "tf32" or "bf16" (fp32 accumulation and fp32 state always).
     `maxnreg`: None picks it from the grid (`auto_maxnreg`), 0 launches without a cap. `prefetch`: load the next
     mini-batch's tiles one iteration early (off by default: slower on an H200). `mma_fold`: the main loop's weight
-    update as the MMA's accumulate (see the kernel) instead of a product tile and a D x D FMA (untimed).
+    update as the MMA's accumulate (see the kernel) instead of a product tile and a D x D FMA (default: 3-6% faster
+    on an H200 at every op shape, bench/notes/session5.md).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: expected one of {PRECISIONS}")
