@@ -50,6 +50,12 @@ def to64(state):
     return TTTLinearState(**{n: (t.double() if t.is_floating_point() else t.clone()) for n, t in vars(state).items()})
 
 
+def naive64(q, k, v, eta, te, lw, lb, st, bs):
+    """The definition in float64 on the same inputs and state: (out, state)."""
+    x = (t.double() for t in (q, k, v, eta, te, lw, lb))
+    return ttt_linear_naive(*x, to64(st), mini_batch_size=bs)
+
+
 def check_state(st, ref, atol):
     for n in ("W", "b", "W_acc", "b_acc"):
         torch.testing.assert_close(getattr(st, n).double(), getattr(ref, n), atol=atol, rtol=0, msg=n)
@@ -89,10 +95,7 @@ def test_prefill_matches_naive(B, H, T, d, bs, pre, tuning):
     q, k, v, eta = q[:, :, sl], k[:, :, sl], v[:, :, sl], eta[:, :, sl]
     st_in = st.clone()
     out, st_out = ttt_linear_triton(q, k, v, eta, te, lw, lb, st, mini_batch_size=bs, precision="ieee", **tuning)
-    ref, st_ref = ttt_linear_naive(
-        q.double(), k.double(), v.double(), eta.double(), te.double(), lw.double(), lb.double(), to64(st),
-        mini_batch_size=bs,
-    )  # fmt: skip
+    ref, st_ref = naive64(q, k, v, eta, te, lw, lb, st, bs)
     torch.testing.assert_close(out.double(), ref, atol=1e-4, rtol=0)
     check_state(st_out, st_ref, atol=1e-4)
     for n, t in vars(st_in).items():  # the input state is untouched (functional update)
@@ -107,10 +110,7 @@ def test_mma_fold_token_eta_last(last):
     q, k, v, eta, te, lw, lb, st = make_inputs(B, H, T, d, bs, seed=4)
     te[-1] = last
     out, st_out = ttt_linear_triton(q, k, v, eta, te, lw, lb, st, mini_batch_size=bs, precision="ieee", mma_fold=True)
-    ref, st_ref = ttt_linear_naive(
-        q.double(), k.double(), v.double(), eta.double(), te.double(), lw.double(), lb.double(), to64(st),
-        mini_batch_size=bs,
-    )  # fmt: skip
+    ref, st_ref = naive64(q, k, v, eta, te, lw, lb, st, bs)
     torch.testing.assert_close(out.double(), ref, atol=1e-4, rtol=0)
     check_state(st_out, st_ref, atol=1e-4)
     if last == 0:
@@ -237,10 +237,7 @@ def test_prefill_low_precision(dtype, precision):
     B, H, T, d, bs = 1, 2, 37, 64, 16
     q, k, v, eta, te, lw, lb, st = make_inputs(B, H, T, d, bs, dtype=dtype, seed=2)
     out, st_out = ttt_linear_triton(q, k, v, eta, te, lw, lb, st, mini_batch_size=bs, precision=precision)
-    ref, st_ref = ttt_linear_naive(
-        q.double(), k.double(), v.double(), eta.double(), te.double(), lw.double(), lb.double(), to64(st),
-        mini_batch_size=bs,
-    )  # fmt: skip
+    ref, st_ref = naive64(q, k, v, eta, te, lw, lb, st, bs)
     assert out.dtype == dtype
     assert ((out.double() - ref).norm() / ref.norm()).item() < 2e-2
     assert ((st_out.W_acc.double() - st_ref.W_acc).norm() / st_ref.W_acc.norm()).item() < 2e-2
@@ -261,8 +258,7 @@ def test_prefill_writes_every_output_accumulator(monkeypatch, T, pre):
     st = advance(args, pre, bs) if pre else args[7]
     q, k, v, eta = (x[:, :, pre:] for x in args[:4])
     out, new = ttt_linear_triton(q, k, v, eta, *args[4:7], st, mini_batch_size=bs, precision="ieee")
-    ref_out, ref = ttt_linear_naive(q.double(), k.double(), v.double(), eta.double(), args[4].double(),
-                                    args[5].double(), args[6].double(), to64(st), mini_batch_size=bs)  # fmt: skip
+    ref_out, ref = naive64(q, k, v, eta, *args[4:7], st, bs)
     torch.testing.assert_close(out.double(), ref_out, atol=1e-4, rtol=0)
     check_state(new, ref, atol=1e-4)
 
