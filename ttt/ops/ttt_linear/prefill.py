@@ -155,6 +155,83 @@ def _full_mini_batches(
 
 
 @triton.jit
+def add4(a0, b0, c0, d0, a1, b1, c1, d1):
+    return a0 + a1, b0 + b1, c0 + c1, d0 + d1
+
+
+@triton.jit
+def _store_out(q, zq, mu, rstd, o_ptr, t0, T, stride_ot, BS, live, ln_w, ln_b, FLA_RESIDUAL: tl.constexpr,
+               D: tl.constexpr, BT: tl.constexpr):  # fmt: skip
+    """out = q + LN(zq) (or fla's zq + LN(zq)) of one mini-batch from its row statistics; `live` masks it off."""
+    rows = tl.arange(0, BT)
+    cols = tl.arange(0, D)
+    t = t0 + rows
+    valid = (rows < BS) & (t >= 0) & (t < T) & live
+    ln_o = (zq - mu[:, None]) * rstd[:, None] * ln_w[None, :] + ln_b[None, :]
+    if FLA_RESIDUAL:
+        out = zq + ln_o
+    else:
+        out = q.to(tl.float32) + ln_o
+    tl.store(o_ptr + t[:, None] * stride_ot + cols[None, :], out.to(o_ptr.dtype.element_ty), mask=valid[:, None])
+
+
+@triton.jit
+def _skewed_mini_batches(
+    q_p, k_p, v_p, e_p, o_p, n_head, n_full, T, stride_qt, stride_et, stride_ot, BS, te, te_last, ln_w, ln_b,
+    W, bv, eps, FOLD: tl.constexpr, FLA_RESIDUAL: tl.constexpr, PREC: tl.constexpr, D: tl.constexpr,
+    BT: tl.constexpr,
+):  # fmt: skip
+    """The main loop software-skewed: iteration c runs the chain of mini-batch c and finishes the outputs of c-1.
+    Iteration c takes all of c's pre-LayerNorm output Zq (it needs W_c and eta*G_c) after issuing the weight update,
+    and carries it (one 16 x 64 tile, not W_c); the output LayerNorm and store of c-1 sit between the chain's steps,
+    and their row statistics share the chain's first cross-warp reduction. In-order issue then has independent work
+    next to the chain's stalls, and the two streams share bar.syncs. Iteration 0 finishes a zero "mini-batch -1" with
+    its store masked off, so that there is one loop body. One-pass LN statistics always. Returns (W, b)."""
+    rows = tl.arange(0, BT)
+    if FOLD:
+        eta_scale = -te_last
+        te_out = te / eta_scale
+    else:
+        eta_scale = 1.0
+        te_out = te
+    causal = rows[:, None] >= rows[None, :]
+    pq = tl.zeros([BT, D], dtype=q_p.dtype.element_ty)
+    pzq = tl.zeros([BT, D], dtype=tl.float32)
+    for c in range(0, n_full):
+        t0 = n_head + c * BS
+        q, k, v, eta = load_chunk(q_p, k_p, v_p, e_p, t0, T, stride_qt, stride_et, BS, D, BT)
+        valid = (rows < BS) & (t0 + rows < T)
+        Wd = operand(W, PREC)
+        z = dot(k, Wd, PREC) + bv[None, :]
+        s1, s2, o1, o2 = tl.reduce((z, z * z, pzq, pzq * pzq), 1, add4)
+        mu = s1 / D
+        rstd = 1.0 / tl.sqrt(tl.maximum(s2 / D - mu * mu, 0.0) + eps)
+        mu_o = o1 / D
+        rstd_o = 1.0 / tl.sqrt(tl.maximum(o2 / D - mu_o * mu_o, 0.0) + eps)
+        xhat = (z - mu[:, None]) * rstd[:, None]
+        gx = (ln_w[None, :] * xhat + ln_b[None, :] - (v.to(tl.float32) - k.to(tl.float32))) * ln_w[None, :]
+        sg, sgx = tl.reduce((gx, gx * xhat), 1, add2)
+        _store_out(pq, pzq, mu_o, rstd_o, o_p, t0 - BS, T, stride_ot, BS, c > 0, ln_w, ln_b, FLA_RESIDUAL, D, BT)
+        g = (D * gx - sg[:, None] - xhat * sgx[:, None]) * (rstd / D)[:, None]
+        eg = tl.where(valid[:, None], g * (eta.to(tl.float32) * eta_scale)[:, None], 0.0)
+        zq = dot(q, Wd, PREC) + bv[None, :]
+        if FOLD:
+            W = dot_acc(tl.trans(k), eg, W, PREC)
+            bv += tl.sum(eg, axis=0)
+        else:
+            W -= te_last * dot(tl.trans(k), eg, PREC)
+            bv -= te_last * tl.sum(eg, axis=0)
+        a = tl.where(causal, te_out[:, None] * (dot(q, tl.trans(k), PREC) + 1.0), 0.0)
+        pzq = zq - dot(a, eg, PREC)
+        pq = q
+    if n_full > 0:  # the last mini-batch's outputs
+        mu_o, rstd_o = row_stats(pzq, D, eps, True)
+        _store_out(pq, pzq, mu_o, rstd_o, o_p, n_head + (n_full - 1) * BS, T, stride_ot, BS, True, ln_w, ln_b,
+                   FLA_RESIDUAL, D, BT)  # fmt: skip
+    return W, bv
+
+
+@triton.jit
 def _ttt_linear_prefill_kernel(
     q_ptr,
     k_ptr,
@@ -243,32 +320,19 @@ def _ttt_linear_prefill_kernel(
     # used, and the compiler places v and q in their use layouts directly: 15 bar.sync a mini-batch instead of 23
     # offline (sm_90a), 3-7% faster on an H200 where the register cap applies (bench/notes/session5.md).
     n_full = (T - n_head) // BS
-    if PREFETCH or SKEW:  # the first mini-batch's tiles, ahead of the loop
+    if PREFETCH:  # the first mini-batch's tiles, ahead of the loop
         nq, nk, nv, ne = load_chunk(q_p, k_p, v_p, e_p, n_head, T, stride_qt, stride_et, BS, D, BT)
     if SKEW:
-        # Software-skewed: iteration c runs the chain of mini-batch c and the outputs of mini-batch c-1, two
-        # independent streams the scheduler can interleave (the outputs are off the chain). Off by default: on an
-        # H100 it was 1.3x slower at every shape (the extra live tiles push it past 255 registers: spills).
-        if n_full > 0:
-            pq, pk, pv, pe = nq, nk, nv, ne
-            nq, nk, nv, ne = load_chunk(q_p, k_p, v_p, e_p, n_head + BS, T, stride_qt, stride_et, BS, D, BT)
-            peg = _grad(pk, pv, pe, n_head, T, BS, ln_w, ln_b, W, bv, eps, PREC, D, BT, ONE_PASS)
-            pW = W
-            pb = bv
-            W -= te_last * dot(tl.trans(pk), peg, PREC)
-            bv -= te_last * tl.sum(peg, axis=0)
-            for c in range(1, n_full):
-                q, k, v, eta = nq, nk, nv, ne
-                t0 = n_head + c * BS
-                nq, nk, nv, ne = load_chunk(q_p, k_p, v_p, e_p, t0 + BS, T, stride_qt, stride_et, BS, D, BT)
-                eg = _grad(k, v, eta, t0, T, BS, ln_w, ln_b, W, bv, eps, PREC, D, BT, ONE_PASS)
-                _output(pq, pk, peg, o_p, t0 - BS, T, stride_ot, BS, te, ln_w, ln_b, pW, pb, Wacc, bacc, eps,
-                        False, FLA_RESIDUAL, PREC, D, BT, ONE_PASS)  # fmt: skip
-                pq, pk, peg, pW, pb = q, k, eg, W, bv
-                W -= te_last * dot(tl.trans(k), eg, PREC)
-                bv -= te_last * tl.sum(eg, axis=0)
-            _output(pq, pk, peg, o_p, n_head + (n_full - 1) * BS, T, stride_ot, BS, te, ln_w, ln_b, pW, pb,
-                    Wacc, bacc, eps, False, FLA_RESIDUAL, PREC, D, BT, ONE_PASS)  # fmt: skip
+        if te_last != 0:
+            W, bv = _skewed_mini_batches(
+                q_p, k_p, v_p, e_p, o_p, n_head, n_full, T, stride_qt, stride_et, stride_ot, BS, te, te_last,
+                ln_w, ln_b, W, bv, eps, MMA_FOLD, FLA_RESIDUAL, PREC, D, BT,
+            )  # fmt: skip
+        else:
+            W, bv = _skewed_mini_batches(
+                q_p, k_p, v_p, e_p, o_p, n_head, n_full, T, stride_qt, stride_et, stride_ot, BS, te, te_last,
+                ln_w, ln_b, W, bv, eps, False, FLA_RESIDUAL, PREC, D, BT,
+            )  # fmt: skip
     elif PREFETCH:
         for c in range(0, n_full):
             t0 = n_head + c * BS
@@ -300,7 +364,7 @@ def _ttt_linear_prefill_kernel(
     # Ragged tail (with PREFETCH its tiles are the last prefetch): its gradient sums go to the accumulators.
     t_tail = n_head + n_full * BS
     if t_tail < T:
-        if not PREFETCH and not SKEW:
+        if not PREFETCH:
             nq, nk, nv, ne = load_chunk(q_p, k_p, v_p, e_p, t_tail, T, stride_qt, stride_et, BS, D, BT)
         dW, db = _mini_batch(
             nq, nk, nv, ne, o_p, t_tail, T, stride_ot, BS, te, ln_w, ln_b,
