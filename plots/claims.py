@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from plots.latency import DECODE_METRICS, PREFILL_METRICS, latency_points
+from plots.ppl import EVAL_SET
 from plots.provenance import claim_provenance
 from plots.series import fmt_x
 
@@ -141,14 +142,17 @@ def decode_growth(rows: pd.DataFrame, long: int = 32768, short: int = 1024) -> l
 
 
 def ppl_long_context(rows: pd.DataFrame, long: int = 32768, mid: int = 16384) -> list[Claim]:
-    """Paper: TTT keeps improving past 16k; Mamba plateaus. One claim per evaluation set (corpus checksum and
-    train ctx): perplexities of other text or other training runs are never pooled."""
+    """Paper: TTT keeps improving past 16k; Mamba plateaus. One claim per evaluation set (corpus, checksum,
+    tokenizer) and train ctx: perplexities of other text, other tokens or other training runs are never pooled."""
     base = f"TTT-Linear perplexity still falls from {fmt_x(mid)} to {fmt_x(long)}; Mamba's does not"
     sel = rows[(rows["mode"] == "ppl") & (rows["metric"] == "ppl") & rows["variant"].isna() & (rows["status"] == "ok")]
     if sel.empty:
         return [Claim(base, "not measured", "needs ppl at both contexts for ttt_linear and mamba", "")]
-    checksum = sel["corpus_checksum"].astype("string").fillna("?")  # normalize() gives every frame the column
-    sel = sel.assign(_set=sel["dataset"].astype("string").fillna("?") + " " + checksum)
+    # The figure's evaluation-set key (plots.ppl.EVAL_SET): the same text, tokenized the same way. normalize() gives
+    # every frame the columns; a missing tokenizer (rows from before it was recorded) is left out of the label.
+    key = {c: sel[c].astype("string") for c in EVAL_SET}
+    label = key["dataset"].fillna("?") + " " + key["corpus_checksum"].fillna("?") + (" " + key["tokenizer"]).fillna("")
+    sel = sel.assign(_set=label)
     sel = sel.assign(_tc=sel["train_ctx"].map(lambda t: fmt_x(t) if pd.notna(t) else "?"))
     claims = []
     for (eval_set, tc), grp in sel.groupby(["_set", "_tc"], sort=True):

@@ -20,7 +20,7 @@ SCHEMA_COLUMNS: list[str] = [
 # Columns beyond the schema that individual figures read when rows carry them (absent -> that figure skips).
 OPTIONAL_COLUMNS: list[str] = [
     "token_index", "mini_batch_size", "variant", "flops", "dataset", "checkpoint", "corpus", "protocol", "train_ctx",
-    "n_tokens", "shape_set", "cuda_graph", "corpus_checksum",
+    "n_tokens", "shape_set", "cuda_graph", "corpus_checksum", "tokenizer",
 ]  # fmt: skip
 
 NUMERIC_COLUMNS: list[str] = [
@@ -30,7 +30,7 @@ NUMERIC_COLUMNS: list[str] = [
 
 TEXT_COLUMNS: list[str] = [
     "model", "impl", "size", "mode", "metric", "unit", "dtype", "status", "gpu_name", "run_id", "protocol",
-    "corpus_checksum",
+    "corpus_checksum", "tokenizer",
 ]  # fmt: skip
 
 # Key of one measured quantity: a row seen twice (e.g. a run copied into results/baselines/) counts once.

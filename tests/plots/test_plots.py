@@ -147,6 +147,23 @@ def test_ppl_claim_per_evaluation_set_and_needs_a_real_gap():
     assert claims["stdlib bbb, trained at 32k)"].verdict == "no"  # Mamba gained as much: no trend
 
 
+def test_ppl_claim_splits_tokenizers_like_the_figure():
+    """The claim's evaluation set is the figure's (plots.ppl.EVAL_SET): one text under two tokenizers is two claims."""
+    from plots.claims import ppl_long_context
+    from plots.rows import normalize
+
+    out = []
+    for tok, ttt32 in (("byte", 9.5), ("bpe", 10.2)):
+        for model, (p16, p32) in (("ttt_linear", (10.0, ttt32)), ("mamba", (10.0, 10.0))):
+            for ctx, v in ((16384, p16), (32768, p32)):
+                out.append(row(model=model, impl=f"{model}/x", mode="ppl", metric="ppl", ctx=ctx, value=v,
+                               corpus="stdlib", corpus_checksum="aaa", tokenizer=tok, train_ctx=32768))  # fmt: skip
+    claims = {c.text.split("(")[-1]: c for c in ppl_long_context(normalize(pd.DataFrame(out)))}
+    assert sorted(claims) == ["stdlib aaa bpe, trained at 32k)", "stdlib aaa byte, trained at 32k)"]
+    assert claims["stdlib aaa byte, trained at 32k)"].verdict == "yes"
+    assert claims["stdlib aaa bpe, trained at 32k)"].verdict == "no"
+
+
 def test_op_figure_has_panels_per_gpu(tmp_path):
     from plots.op import draw_op
     from plots.rows import normalize

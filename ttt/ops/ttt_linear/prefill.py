@@ -187,7 +187,7 @@ def _skewed_mini_batches(
     and their row statistics share the chain's first cross-warp reduction. In-order issue then has independent work
     next to the chain's stalls, and the two streams share bar.syncs. Iteration 0 finishes a zero "mini-batch -1" with
     its store masked off, so that there is one loop body. One-pass LN statistics always. Returns (W, b).
-    Off by default: on an H200 (bench/notes/session6.md) 26-46% slower than the plain loop at every op shape uncapped
+    Off by default: on an H200 (bench/notes/session6.md) 17-46% slower than the plain loop at every op shape uncapped
     (246 registers, no spills) or capped at 168, although offline it has one bar.sync fewer a mini-batch."""
     rows = tl.arange(0, BT)
     if FOLD:
