@@ -102,14 +102,17 @@ def test_prefill_matches_naive(B, H, T, d, bs, pre, tuning):
         assert torch.equal(t, getattr(st, n)), n
 
 
+@pytest.mark.parametrize("skew", [False, True], ids=["plain", "skew"])
 @pytest.mark.parametrize("last", [0.0, 0.37], ids=["zero", "nonzero"])
-def test_mma_fold_token_eta_last(last):
+def test_mma_fold_token_eta_last(last, skew):
     """mma_fold scales eta by -token_eta[-1] and the output path by its inverse: with the last entry zero (no update)
-    the kernel takes the plain loop, and either way it matches the definition."""
+    the kernel takes the unfolded loop (plain or skewed), and either way it matches the definition."""
     B, H, T, d, bs = 1, 2, 45, 16, 16
     q, k, v, eta, te, lw, lb, st = make_inputs(B, H, T, d, bs, seed=4)
     te[-1] = last
-    out, st_out = ttt_linear_triton(q, k, v, eta, te, lw, lb, st, mini_batch_size=bs, precision="ieee", mma_fold=True)
+    out, st_out = ttt_linear_triton(
+        q, k, v, eta, te, lw, lb, st, mini_batch_size=bs, precision="ieee", mma_fold=True, skew=skew
+    )
     ref, st_ref = naive64(q, k, v, eta, te, lw, lb, st, bs)
     torch.testing.assert_close(out.double(), ref, atol=1e-4, rtol=0)
     check_state(st_out, st_ref, atol=1e-4)
