@@ -27,6 +27,7 @@ from ttt.ops.common import LN_EPS, TTTLinearState, check_args
 from ttt.ops.triton_common import (
     PRECISIONS,
     add2,
+    add4,
     dot,
     dot_acc,
     interpreting,
@@ -34,6 +35,7 @@ from ttt.ops.triton_common import (
     load_consts,
     operand,
     row_stats,
+    stats_from_sums,
 )
 
 
@@ -42,6 +44,19 @@ def _tile_offsets(D: tl.constexpr):
     """Offsets of a row-major D x D tile."""
     r = tl.arange(0, D)
     return r[:, None] * D + r[None, :]
+
+
+@triton.jit
+def _ln_l2_grad(z, mu, rstd, k, v, ln_w, ln_b, D: tl.constexpr, ONE_PASS: tl.constexpr):
+    """G = d/dZ 0.5 ||LN(Z) - (V - K)||^2 per row, given Z's row statistics (LayerNorm forward + backward)."""
+    xhat = (z - mu[:, None]) * rstd[:, None]
+    gx = (ln_w[None, :] * xhat + ln_b[None, :] - (v.to(tl.float32) - k.to(tl.float32))) * ln_w[None, :]
+    if ONE_PASS:
+        sg, sgx = tl.reduce((gx, gx * xhat), 1, add2)
+    else:
+        sg = tl.sum(gx, axis=1)
+        sgx = tl.sum(gx * xhat, axis=1)
+    return (D * gx - sg[:, None] - xhat * sgx[:, None]) * (rstd / D)[:, None]
 
 
 @triton.jit
@@ -56,15 +71,25 @@ def _grad(
     valid = (rows < BS) & (t >= 0) & (t < T)
     z = dot(k, W, PREC) + bv[None, :]  # k in its input dtype: no conversion when the operands are bf16
     mu, rstd = row_stats(z, D, eps, ONE_PASS)
-    xhat = (z - mu[:, None]) * rstd[:, None]
-    gx = (ln_w[None, :] * xhat + ln_b[None, :] - (v.to(tl.float32) - k.to(tl.float32))) * ln_w[None, :]
-    if ONE_PASS:
-        sg, sgx = tl.reduce((gx, gx * xhat), 1, add2)
-    else:
-        sg = tl.sum(gx, axis=1)
-        sgx = tl.sum(gx * xhat, axis=1)
-    g = (D * gx - sg[:, None] - xhat * sgx[:, None]) * (rstd / D)[:, None]
+    g = _ln_l2_grad(z, mu, rstd, k, v, ln_w, ln_b, D, ONE_PASS)
     return tl.where(valid[:, None], g * eta.to(tl.float32)[:, None], 0.0)
+
+
+@triton.jit
+def _store_out(q, zq, mu, rstd, o_ptr, t0, T, stride_ot, BS, live, ln_w, ln_b, FLA_RESIDUAL: tl.constexpr,
+               D: tl.constexpr, BT: tl.constexpr):  # fmt: skip
+    """out = q + LN(zq) of one mini-batch from its row statistics (fla's convention, residual on f_res(q): zq +
+    LN(zq), only for comparing with the peer kernel); `live` masks the store off."""
+    rows = tl.arange(0, BT)
+    cols = tl.arange(0, D)
+    t = t0 + rows
+    valid = (rows < BS) & (t >= 0) & (t < T) & live
+    ln_o = (zq - mu[:, None]) * rstd[:, None] * ln_w[None, :] + ln_b[None, :]
+    if FLA_RESIDUAL:
+        out = zq + ln_o
+    else:
+        out = q.to(tl.float32) + ln_o
+    tl.store(o_ptr + t[:, None] * stride_ot + cols[None, :], out.to(o_ptr.dtype.element_ty), mask=valid[:, None])
 
 
 @triton.jit
@@ -76,9 +101,6 @@ def _output(
     """Dual-form outputs of one mini-batch: q_t W_t + b_t with W_t = W' - te_t * (acc + sum_{j<=t} eta_j grad_j),
     then out = q + LN(.). Off the chain: nothing later depends on it."""
     rows = tl.arange(0, BT)
-    cols = tl.arange(0, D)
-    t = t0 + rows
-    valid = (rows < BS) & (t >= 0) & (t < T)
     zq = dot(q, W, PREC) + bv[None, :]
     if HAS_ACC:
         zq -= te[:, None] * (dot(q, Wacc, PREC) + bacc[None, :])
@@ -86,12 +108,7 @@ def _output(
     a = tl.where(rows[:, None] >= rows[None, :], te[:, None] * s, 0.0)
     zq -= dot(a, eg, PREC)
     mu_o, rstd_o = row_stats(zq, D, eps, ONE_PASS)
-    ln_o = (zq - mu_o[:, None]) * rstd_o[:, None] * ln_w[None, :] + ln_b[None, :]
-    if FLA_RESIDUAL:  # fla's convention (residual on f_res(q)): only for comparing with the peer kernel
-        out = zq + ln_o
-    else:
-        out = q.to(tl.float32) + ln_o
-    tl.store(o_ptr + t[:, None] * stride_ot + cols[None, :], out.to(o_ptr.dtype.element_ty), mask=valid[:, None])
+    _store_out(q, zq, mu_o, rstd_o, o_ptr, t0, T, stride_ot, BS, True, ln_w, ln_b, FLA_RESIDUAL, D, BT)
 
 
 @triton.jit
@@ -155,27 +172,6 @@ def _full_mini_batches(
 
 
 @triton.jit
-def add4(a0, b0, c0, d0, a1, b1, c1, d1):
-    return a0 + a1, b0 + b1, c0 + c1, d0 + d1
-
-
-@triton.jit
-def _store_out(q, zq, mu, rstd, o_ptr, t0, T, stride_ot, BS, live, ln_w, ln_b, FLA_RESIDUAL: tl.constexpr,
-               D: tl.constexpr, BT: tl.constexpr):  # fmt: skip
-    """out = q + LN(zq) (or fla's zq + LN(zq)) of one mini-batch from its row statistics; `live` masks it off."""
-    rows = tl.arange(0, BT)
-    cols = tl.arange(0, D)
-    t = t0 + rows
-    valid = (rows < BS) & (t >= 0) & (t < T) & live
-    ln_o = (zq - mu[:, None]) * rstd[:, None] * ln_w[None, :] + ln_b[None, :]
-    if FLA_RESIDUAL:
-        out = zq + ln_o
-    else:
-        out = q.to(tl.float32) + ln_o
-    tl.store(o_ptr + t[:, None] * stride_ot + cols[None, :], out.to(o_ptr.dtype.element_ty), mask=valid[:, None])
-
-
-@triton.jit
 def _skewed_mini_batches(
     q_p, k_p, v_p, e_p, o_p, n_head, n_full, T, stride_qt, stride_et, stride_ot, BS, te, te_last, ln_w, ln_b,
     W, bv, eps, FOLD: tl.constexpr, FLA_RESIDUAL: tl.constexpr, PREC: tl.constexpr, D: tl.constexpr,
@@ -206,15 +202,10 @@ def _skewed_mini_batches(
         Wd = operand(W, PREC)
         z = dot(k, Wd, PREC) + bv[None, :]
         s1, s2, o1, o2 = tl.reduce((z, z * z, pzq, pzq * pzq), 1, add4)
-        mu = s1 / D
-        rstd = 1.0 / tl.sqrt(tl.maximum(s2 / D - mu * mu, 0.0) + eps)
-        mu_o = o1 / D
-        rstd_o = 1.0 / tl.sqrt(tl.maximum(o2 / D - mu_o * mu_o, 0.0) + eps)
-        xhat = (z - mu[:, None]) * rstd[:, None]
-        gx = (ln_w[None, :] * xhat + ln_b[None, :] - (v.to(tl.float32) - k.to(tl.float32))) * ln_w[None, :]
-        sg, sgx = tl.reduce((gx, gx * xhat), 1, add2)
+        mu, rstd = stats_from_sums(s1, s2, D, eps)
+        mu_o, rstd_o = stats_from_sums(o1, o2, D, eps)
+        g = _ln_l2_grad(z, mu, rstd, k, v, ln_w, ln_b, D, True)
         _store_out(pq, pzq, mu_o, rstd_o, o_p, t0 - BS, T, stride_ot, BS, c > 0, ln_w, ln_b, FLA_RESIDUAL, D, BT)
-        g = (D * gx - sg[:, None] - xhat * sgx[:, None]) * (rstd / D)[:, None]
         eg = tl.where(valid[:, None], g * (eta.to(tl.float32) * eta_scale)[:, None], 0.0)
         zq = dot(q, Wd, PREC) + bv[None, :]
         if FOLD:
