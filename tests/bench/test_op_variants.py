@@ -19,6 +19,8 @@ def test_linear_variant_knobs():
     assert (sig["prefetch"].default, sig["mma_fold"].default) == (False, True)
     assert triton_variant("ttt_linear/triton-pf-nomf") == {"prefetch": True, "mma_fold": False}
     assert triton_variant("ttt_linear/triton-pf") == {"prefetch": True}
+    assert triton_variant("ttt_linear/triton-la2-r0") == {"lookahead": 2, "maxnreg": 0}
+    assert triton_variant("ttt_linear/triton-la1-nola") == {"lookahead": 0}
 
 
 def test_mlp_variant_knobs():

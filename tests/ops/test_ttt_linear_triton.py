@@ -83,8 +83,16 @@ def advance(args, n, bs):
 )
 @pytest.mark.parametrize(
     "tuning",
-    [{}, {"skew": True}, {"one_pass_ln": False}, {"prefetch": True}, {"mma_fold": False}],
-    ids=["default", "skew", "ln2", "pf", "nomf"],
+    [
+        {},
+        {"skew": True},
+        {"one_pass_ln": False},
+        {"prefetch": True},
+        {"mma_fold": False},
+        {"lookahead": 1},
+        {"lookahead": 2},
+    ],
+    ids=["default", "skew", "ln2", "pf", "nomf", "la1", "la2"],
 )
 def test_prefill_matches_naive(B, H, T, d, bs, pre, tuning):
     args = make_inputs(B, H, T + pre, d, bs)
@@ -102,16 +110,19 @@ def test_prefill_matches_naive(B, H, T, d, bs, pre, tuning):
         assert torch.equal(t, getattr(st, n)), n
 
 
-@pytest.mark.parametrize("skew", [False, True], ids=["plain", "skew"])
+@pytest.mark.parametrize(
+    "loop", [{}, {"skew": True}, {"lookahead": 1}, {"lookahead": 2}], ids=["plain", "skew", "la1", "la2"]
+)
 @pytest.mark.parametrize("last", [0.0, 0.37], ids=["zero", "nonzero"])
-def test_mma_fold_token_eta_last(last, skew):
+def test_mma_fold_token_eta_last(last, loop):
     """mma_fold scales eta by -token_eta[-1] and the output path by its inverse: with the last entry zero (no update)
-    the kernel takes the unfolded loop (plain or skewed), and either way it matches the definition."""
+    the kernel takes the unfolded loop (plain, skewed; the lookahead loop then runs the plain one), and either way it
+    matches the definition."""
     B, H, T, d, bs = 1, 2, 45, 16, 16
     q, k, v, eta, te, lw, lb, st = make_inputs(B, H, T, d, bs, seed=4)
     te[-1] = last
     out, st_out = ttt_linear_triton(
-        q, k, v, eta, te, lw, lb, st, mini_batch_size=bs, precision="ieee", mma_fold=True, skew=skew
+        q, k, v, eta, te, lw, lb, st, mini_batch_size=bs, precision="ieee", mma_fold=True, **loop
     )
     ref, st_ref = naive64(q, k, v, eta, te, lw, lb, st, bs)
     torch.testing.assert_close(out.double(), ref, atol=1e-4, rtol=0)
@@ -141,7 +152,16 @@ def test_prefill_chains():
 @pytest.mark.skipif(not ON_GPU, reason="needs a CUDA device")
 @pytest.mark.parametrize(
     "T,tuning",
-    [(1000, {}), (4096, {}), (4096, {"skew": True}), (4096, {"one_pass_ln": False}), (1000, {"mma_fold": False})],
+    [
+        (1000, {}),
+        (4096, {}),
+        (4096, {"skew": True}),
+        (4096, {"one_pass_ln": False}),
+        (1000, {"mma_fold": False}),
+        (4096, {"lookahead": 1}),
+        (4096, {"lookahead": 2}),
+        (1000, {"lookahead": 2}),
+    ],  # fmt: skip
 )
 def test_prefill_gpu_bf16(T, tuning):
     B, H, d, bs = 2, 8, 64, 16

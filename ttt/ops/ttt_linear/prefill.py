@@ -225,6 +225,107 @@ def _skewed_mini_batches(
 
 
 @triton.jit
+def _lookahead_mini_batches(
+    q_p, k_p, v_p, e_p, o_p, n_head, n_full, T, stride_qt, stride_et, stride_ot, BS, te, te_last, ln_w, ln_b,
+    W, bv, eps, FLA_RESIDUAL: tl.constexpr, PREC: tl.constexpr, D: tl.constexpr, BT: tl.constexpr,
+    ONE_PASS: tl.constexpr,
+):  # fmt: skip
+    """The main loop with the weight update one mini-batch behind the chain (folded update, te_last != 0 only).
+    With eg' = -te_last eta G and W_c = W_{c-1} + K_{c-1}^T eg'_{c-1} (b likewise), mini-batch c needs
+        Z_c  = K_c W_{c-1} + b_{c-1} + (K_c K_{c-1}^T + 1) eg'_{c-1}
+        Zq_c = Q_c W_{c-1} + b_{c-1} + (Q_c K_{c-1}^T + 1) eg'_{c-1} - tril(te' (Q_c K_c^T + 1)) eg'_c
+    so the sequential chain from eg'_{c-1} to eg'_c is one K = 16 product and the LayerNorm forward + backward: the
+    D x D update, W's conversion to an MMA operand and the K = D product K_c W_{c-1} all depend only on the
+    mini-batch before, and sit beside the chain instead of on it. Iteration c carries W_{c-1}, K_{c-1} and
+    eg'_{c-1} (a zero mini-batch -1 at c = 0, so one loop body) and folds the last update after the loop."""
+    rows = tl.arange(0, BT)
+    eta_scale = -te_last
+    te_out = te / eta_scale
+    causal = rows[:, None] >= rows[None, :]
+    pk = tl.zeros([BT, D], dtype=k_p.dtype.element_ty)
+    peg = tl.zeros([BT, D], dtype=tl.float32)
+    for c in range(0, n_full):
+        t0 = n_head + c * BS
+        q, k, v, eta = load_chunk(q_p, k_p, v_p, e_p, t0, T, stride_qt, stride_et, BS, D, BT)
+        valid = (rows < BS) & (t0 + rows < T)
+        Wd = operand(W, PREC)
+        pegd = operand(peg, PREC)
+        z = dot_acc(dot(k, tl.trans(pk), PREC) + 1.0, pegd, dot(k, Wd, PREC) + bv[None, :], PREC)
+        mu, rstd = row_stats(z, D, eps, ONE_PASS)
+        g = _ln_l2_grad(z, mu, rstd, k, v, ln_w, ln_b, D, ONE_PASS)
+        eg = tl.where(valid[:, None], g * (eta.to(tl.float32) * eta_scale)[:, None], 0.0)
+        zq = dot_acc(dot(q, tl.trans(pk), PREC) + 1.0, pegd, dot(q, Wd, PREC) + bv[None, :], PREC)
+        a = tl.where(causal, te_out[:, None] * (dot(q, tl.trans(k), PREC) + 1.0), 0.0)
+        zq -= dot(a, eg, PREC)
+        mu_o, rstd_o = row_stats(zq, D, eps, ONE_PASS)
+        _store_out(q, zq, mu_o, rstd_o, o_p, t0, T, stride_ot, BS, True, ln_w, ln_b, FLA_RESIDUAL, D, BT)
+        W = dot_acc(tl.trans(pk), pegd, W, PREC)
+        bv += tl.sum(peg, axis=0)
+        pk = k
+        peg = eg
+    W = dot_acc(tl.trans(pk), peg, W, PREC)
+    bv += tl.sum(peg, axis=0)
+    return W, bv
+
+
+@triton.jit
+def _load_rows(x_p, t0, T, stride_t, BS, D: tl.constexpr, BT: tl.constexpr):
+    """Rows t0 + [0, BT) of one tile, zero outside the mini-batch and [0, T)."""
+    rows = tl.arange(0, BT)
+    t = t0 + rows
+    valid = (rows < BS) & (t >= 0) & (t < T)
+    return tl.load(x_p + t[:, None] * stride_t + tl.arange(0, D)[None, :], mask=valid[:, None], other=0.0)
+
+
+@triton.jit
+def _pipelined_mini_batches(
+    q_p, k_p, v_p, e_p, o_p, n_head, n_full, T, stride_qt, stride_et, stride_ot, BS, te, te_last, ln_w, ln_b,
+    W, bv, eps, FLA_RESIDUAL: tl.constexpr, PREC: tl.constexpr, D: tl.constexpr, BT: tl.constexpr,
+    ONE_PASS: tl.constexpr,
+):  # fmt: skip
+    """The lookahead loop software-pipelined (folded update, te_last != 0 only): iteration c finishes the chain of
+    mini-batch c from Zk_c = K_c W_{c-1} + b_{c-1}, computed one iteration earlier, as
+        Z_c = Zk_c + (K_c K_{c-1}^T + 1) eg'_{c-1}
+    and then, beside the chain, folds eg'_{c-1} into W (W_c), writes c's outputs with W_c, and computes Zk_{c+1} =
+    K_{c+1} W_c + b_c. The loop-carried chain is then one K = 16 product and the LayerNorm forward + backward; the
+    fold, W's conversion to an operand and the K = D product span two iterations. Carries W_{c-1}, b_{c-1},
+    eg'_{c-1} and Zk_c (a zero mini-batch -1 at c = 0); returns (W, b). Offline (sm_90a, uncapped): 244 registers,
+    737 instructions a warp and mini-batch, 17 bar.sync (the plain loop 243 / 660 / 15)."""
+    rows = tl.arange(0, BT)
+    eta_scale = -te_last
+    te_out = te / eta_scale
+    causal = rows[:, None] >= rows[None, :]
+    peg = tl.zeros([BT, D], dtype=tl.float32)
+    zk = dot(_load_rows(k_p, n_head, T, stride_qt, BS, D, BT), operand(W, PREC), PREC) + bv[None, :]
+    for c in range(0, n_full):
+        t0 = n_head + c * BS
+        # The neighbours' k tiles are loaded again (L2 hits) rather than carried: a carried tile is converted
+        # through shared memory into each layout it is used in (27 bar.sync a mini-batch offline instead of 19).
+        q, k, v, eta = load_chunk(q_p, k_p, v_p, e_p, t0, T, stride_qt, stride_et, BS, D, BT)
+        pk = _load_rows(k_p, t0 - BS, T, stride_qt, BS, D, BT)
+        nk = _load_rows(k_p, t0 + BS, T, stride_qt, BS, D, BT)
+        valid = (rows < BS) & (t0 + rows < T)
+        pegd = operand(peg, PREC)
+        z = dot_acc(dot(k, tl.trans(pk), PREC) + 1.0, pegd, zk, PREC)
+        mu, rstd = row_stats(z, D, eps, ONE_PASS)
+        g = _ln_l2_grad(z, mu, rstd, k, v, ln_w, ln_b, D, ONE_PASS)
+        eg = tl.where(valid[:, None], g * (eta.to(tl.float32) * eta_scale)[:, None], 0.0)
+        W = dot_acc(tl.trans(pk), pegd, W, PREC)
+        bv += tl.sum(peg, axis=0)
+        Wd = operand(W, PREC)
+        zk = dot(nk, Wd, PREC) + bv[None, :]
+        zq = dot(q, Wd, PREC) + bv[None, :]
+        a = tl.where(causal, te_out[:, None] * (dot(q, tl.trans(k), PREC) + 1.0), 0.0)
+        zq -= dot(a, eg, PREC)
+        mu_o, rstd_o = row_stats(zq, D, eps, ONE_PASS)
+        _store_out(q, zq, mu_o, rstd_o, o_p, t0, T, stride_ot, BS, True, ln_w, ln_b, FLA_RESIDUAL, D, BT)
+        peg = eg
+    W = dot_acc(tl.trans(_load_rows(k_p, n_head + (n_full - 1) * BS, T, stride_qt, BS, D, BT)), peg, W, PREC)
+    bv += tl.sum(peg, axis=0)
+    return W, bv
+
+
+@triton.jit
 def _ttt_linear_prefill_kernel(
     q_ptr,
     k_ptr,
@@ -262,6 +363,7 @@ def _ttt_linear_prefill_kernel(
     ONE_PASS: tl.constexpr,
     PREFETCH: tl.constexpr,
     MMA_FOLD: tl.constexpr,
+    LOOKAHEAD: tl.constexpr,
     D: tl.constexpr,
     BT: tl.constexpr,
 ):
@@ -337,6 +439,23 @@ def _ttt_linear_prefill_kernel(
             )  # fmt: skip
             W -= te_last * dW
             bv -= te_last * db
+    elif LOOKAHEAD > 0:
+        if te_last != 0:
+            if LOOKAHEAD == 2:
+                W, bv = _pipelined_mini_batches(
+                    q_p, k_p, v_p, e_p, o_p, n_head, n_full, T, stride_qt, stride_et, stride_ot, BS, te, te_last,
+                    ln_w, ln_b, W, bv, eps, FLA_RESIDUAL, PREC, D, BT, ONE_PASS,
+                )  # fmt: skip
+            else:
+                W, bv = _lookahead_mini_batches(
+                    q_p, k_p, v_p, e_p, o_p, n_head, n_full, T, stride_qt, stride_et, stride_ot, BS, te, te_last,
+                    ln_w, ln_b, W, bv, eps, FLA_RESIDUAL, PREC, D, BT, ONE_PASS,
+                )  # fmt: skip
+        else:
+            W, bv = _full_mini_batches(
+                q_p, k_p, v_p, e_p, o_p, n_head, n_full, T, stride_qt, stride_et, stride_ot, BS, te, te_last,
+                ln_w, ln_b, W, bv, eps, False, FLA_RESIDUAL, PREC, D, BT, ONE_PASS,
+            )  # fmt: skip
     elif MMA_FOLD:
         if te_last != 0:  # a zero te_last (no update) cannot be folded into the scale: the plain loop then
             W, bv = _full_mini_batches(
@@ -417,6 +536,7 @@ def ttt_linear_prefill(
     one_pass_ln: bool = True,
     prefetch: bool = False,
     mma_fold: bool = True,
+    lookahead: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Tensor-level entry: returns (out, W, b, W_acc, b_acc, offset), the state as new tensors.
 
@@ -459,7 +579,7 @@ def ttt_linear_prefill(
             eta.stride(0), eta.stride(1), eta.stride(2),
             out.stride(0), out.stride(1), out.stride(2),
             eps,
-            FLA_RESIDUAL=fla_residual, PREC=precision, SKEW=skew, ONE_PASS=one_pass_ln, PREFETCH=prefetch, MMA_FOLD=mma_fold, D=D, BT=BT, num_warps=num_warps, **launch,
+            FLA_RESIDUAL=fla_residual, PREC=precision, SKEW=skew, ONE_PASS=one_pass_ln, PREFETCH=prefetch, MMA_FOLD=mma_fold, LOOKAHEAD=lookahead, D=D, BT=BT, num_warps=num_warps, **launch,
         )  # fmt: skip
     else:  # nothing to process: the state passes through unchanged
         Wo.copy_(W), bo.copy_(b), Wao.copy_(W_acc), bao.copy_(b_acc)
