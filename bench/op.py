@@ -157,13 +157,13 @@ _COMMON_FLAGS = {
 
 
 def triton_variant(impl: str) -> dict[str, Any]:
-    """'ttt_linear/triton[-bf16|-tf32|-ieee][-wN][-sN][-rN][-skew|-noskew][-ln1|-ln2][-pf|-nopf][-mf|-nomf][-la1|-la2|-nola]'
+    """'ttt_linear/triton[-bf16|-tf32|-ieee][-wN][-sN][-rN][-skew|-noskew][-ln1|-ln2][-pf|-nopf][-mf|-nomf][-la1|-la2|-nola][-lng]'
     -> kwargs of ttt_linear_triton (warps, pipeline stages, register cap, skewed loop, LN passes, register prefetch,
-    update in the MMA, update one mini-batch behind the chain; default: bf16, 4 warps, register cap picked from the
+    update in the MMA, update one mini-batch behind the chain, LN statistics and gradient sums in one reduction; default: bf16, 4 warps, register cap picked from the
     grid, no skew, ln1, no prefetch, mma_fold, no lookahead)."""
     flags = {
         "skew": ("skew", True), "noskew": ("skew", False), "mf": ("mma_fold", True), "nomf": ("mma_fold", False),
-        "la1": ("lookahead", 1), "la2": ("lookahead", 2), "nola": ("lookahead", 0),
+        "lng": ("fused_ln_grad", True), "la1": ("lookahead", 1), "la2": ("lookahead", 2), "nola": ("lookahead", 0),
     }  # fmt: skip
     return _parse_variant(impl, _LAUNCH_KNOBS, {**_COMMON_FLAGS, **flags})
 

@@ -38,6 +38,7 @@ AT = gl.constexpr(gl.DotOperandLayout(0, MT, 2))
 BTL = gl.constexpr(gl.DotOperandLayout(1, MT, 2))
 ROW = gl.constexpr(gl.SliceLayout(1, MZ))
 COL = gl.constexpr(gl.SliceLayout(0, MZ))
+MS = gl.constexpr(gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[4, 1], instr_shape=[16, 8]))
 LD = gl.constexpr(gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0]))  # coalesced 16 B a lane
 SH = gl.constexpr(gl.SwizzledSharedLayout(vec=8, per_phase=1, max_phase=8, order=[1, 0]))
 
@@ -45,6 +46,11 @@ SH = gl.constexpr(gl.SwizzledSharedLayout(vec=8, per_phase=1, max_phase=8, order
 @gluon.jit
 def _add2(a0, b0, a1, b1):
     return a0 + a1, b0 + b1
+
+
+@gluon.jit
+def _add7(a0, b0, c0, d0, e0, f0, g0, a1, b1, c1, d1, e1, f1, g1):
+    return a0 + a1, b0 + b1, c0 + c1, d0 + d1, e0 + e1, f0 + f1, g0 + g1
 
 
 @gluon.jit
@@ -87,7 +93,7 @@ def _row_stats(x, D: gl.constexpr, eps):
 @gluon.jit
 def _gl_kernel(
     q_ptr, k_ptr, v_ptr, e_ptr, o_ptr, te_ptr, lnw_ptr, lnb_ptr, W_ptr, b_ptr, Wo_ptr, bo_ptr, T, H, BS, eps,
-    D: gl.constexpr, BT: gl.constexpr,
+    D: gl.constexpr, BT: gl.constexpr, FUSED_LN: gl.constexpr,
 ):  # fmt: skip
     pid = gl.program_id(0)
     hi = pid % H
@@ -107,6 +113,8 @@ def _gl_kernel(
     te = gl.load(te_ptr + rows)
     scale = -gl.load(te_ptr + BS - 1)
     te_out = te / scale
+    sw2 = gl.sum(ln_w * ln_w, axis=0)
+    swb = gl.sum(ln_w * ln_b, axis=0)
     zero = gl.full([BT, D], 0.0, gl.float32, MZ)
     # q, k, v double-buffered in shared memory by cp.async, the next mini-batch's copy in flight during this one's
     # math (the production kernel gets the same from Triton's pipeliner); each tile is then read in every layout
@@ -121,6 +129,8 @@ def _gl_kernel(
     async_copy.async_copy_global_to_shared(ks.index(0), k_p + ld_ofs)
     async_copy.async_copy_global_to_shared(vs.index(0), v_p + ld_ofs)
     async_copy.commit_group()
+    es = gl.allocate_shared_memory(gl.bfloat16, [BT, D], SH)
+    es2 = gl.allocate_shared_memory(gl.bfloat16, [BT, D], SH)
     n_mb = T // BS
     eta_n = gl.load(e_p + rows).to(gl.float32)  # eta one mini-batch ahead in registers
     for c in range(0, n_mb):
@@ -144,32 +154,55 @@ def _gl_kernel(
         eta_n = gl.load(e_p + t0 + BS + rows, mask=t0 + BS + rows < T, other=0.0).to(gl.float32)
         Wb = _as_b(S, D)
         z = mma_v2(ka, Wb, zero + bv[None, :])
-        mu, rstd = _row_stats(z, D, eps)
-        xhat = (z - mu[:, None]) * rstd[:, None]
-        gx = (ln_w[None, :] * xhat + ln_b[None, :] - (vc - kc)) * ln_w[None, :]
-        sg, sgx = gl.reduce((gx, gx * xhat), 1, _add2)
+        y = vc - kc
+        if FUSED_LN:  # Z's statistics and the backward's row sums in one cross-warp reduction (see prefill.py)
+            w2 = (ln_w * ln_w)[None, :]
+            wb = (ln_w * ln_b)[None, :]
+            wy = ln_w[None, :] * y
+            s1, s2, a1, a2, c1, c2, c3 = gl.reduce((z, z * z, w2 * z, w2 * z * z, wb * z, wy, wy * z), 1, _add7)
+            mu = s1 / D
+            rstd = 1.0 / gl.sqrt(gl.maximum(s2 / D - mu * mu, 0.0) + eps)
+            sg = rstd * (a1 - mu * sw2) + swb - c2
+            sgx = rstd * rstd * (a2 - 2.0 * mu * a1 + mu * mu * sw2) + rstd * (c1 - mu * swb) - rstd * (c3 - mu * c2)
+            xhat = (z - mu[:, None]) * rstd[:, None]
+            gx = (ln_w[None, :] * xhat + ln_b[None, :] - y) * ln_w[None, :]
+        else:
+            mu, rstd = _row_stats(z, D, eps)
+            xhat = (z - mu[:, None]) * rstd[:, None]
+            gx = (ln_w[None, :] * xhat + ln_b[None, :] - y) * ln_w[None, :]
+            sg, sgx = gl.reduce((gx, gx * xhat), 1, _add2)
         g = (D * gx - sg[:, None] - xhat * sgx[:, None]) * (rstd / D)[:, None]
         eg = g * (eta * scale)[:, None]
         egb = eg.to(gl.bfloat16)
         # outputs: Zq = Q W + b - tril(te' (Q K^T + 1)) eg'
-        kt = kb.permute((1, 0)).load(BZ)  # B operand K^T (d x tokens)
-        s = mma_v2(qa, kt, gl.full([BT, BT], 0.0, gl.float32, MZ))
-        att = gl.where(rows[:, None] >= gl.arange(0, BT, layout=COL)[None, :], te_out[:, None] * (s + 1.0), 0.0)
+        # Q K^T by every warp in full (MS: the 16 x 16 tile replicated over the warps), so that its fragments are
+        # the A operand of the product with eg' as they stand
+        kt = kb.permute((1, 0)).load(gl.DotOperandLayout(1, MS, 2))  # B operand K^T (d x tokens)
+        s = mma_v2(qb.load(gl.DotOperandLayout(0, MS, 2)), kt, gl.full([BT, BT], 0.0, gl.float32, MS))
+        s_r = gl.arange(0, BT, layout=gl.SliceLayout(1, MS))
+        s_c = gl.arange(0, BT, layout=gl.SliceLayout(0, MS))
+        te_s = gl.convert_layout(te_out, gl.SliceLayout(1, MS))
+        att = gl.where(s_r[:, None] >= s_c[None, :], -te_s[:, None] * (s + 1.0), 0.0)
+        # eg' through shared memory once, read back as the B operand here and as the update's A operand below
+        es.store(egb)
+        es2.store(gl.reshape(gl.permute(gl.reshape(egb, [BT, 2, 4, 8]), (0, 2, 1, 3)), [BT, D]))
+        gl.thread_barrier()
         zq = mma_v2(qa, Wb, zero + bv[None, :])
-        zq = mma_v2(gl.convert_layout((-att).to(gl.bfloat16), AZ), gl.convert_layout(egb, BZ), zq)
+        zq = mma_v2(gl.convert_layout(att.to(gl.bfloat16), AZ, assert_trivial=True), es.load(BZ), zq)
         mo, ro = _row_stats(zq, D, eps)
         qc = qb.load(MZ).to(gl.float32)
         out = qc + (zq - mo[:, None]) * ro[:, None] * ln_w[None, :] + ln_b[None, :]
         gl.store(o_p + (t0 + rows)[:, None] * D + cols[None, :], out.to(gl.bfloat16))
         # update: S[r, :] += sum_t eg'[t, pi(r)] k[t, :]
-        egp = gl.reshape(gl.permute(gl.reshape(egb, [BT, 2, 4, 8]), (0, 2, 1, 3)), [BT, D])
-        S = mma_v2(gl.convert_layout(gl.permute(egp, (1, 0)), AT), kb.load(BTL), S)
+        S = mma_v2(es2.permute((1, 0)).load(AT), kb.load(BTL), S)
         bv += gl.sum(eg, axis=0)
     gl.store(Wo_ptr + s_ofs, S)
     gl.store(bo_ptr + pid.to(gl.int64) * D + cols, bv)
 
 
-def gluon_prefill(q, k, v, eta, token_eta, ln_w, ln_b, W, b, *, mini_batch_size=16, num_warps=4, maxnreg=None):
+def gluon_prefill(
+    q, k, v, eta, token_eta, ln_w, ln_b, W, b, *, mini_batch_size=16, num_warps=4, maxnreg=None, fused_ln=False
+):
     """(out, W, b): contiguous (B, H, T, 64) bf16 q/k/v, T a multiple of 16, mini-batch 16, no partial mini-batch."""
     B, H, T, D = q.shape
     assert D == 64 and mini_batch_size == 16 and T % 16 == 0 and all(x.is_contiguous() for x in (q, k, v, eta))
@@ -178,7 +211,7 @@ def gluon_prefill(q, k, v, eta, token_eta, ln_w, ln_b, W, b, *, mini_batch_size=
     launch = {"maxnreg": maxnreg} if maxnreg else {}
     _gl_kernel[(B * H,)](
         q, k, v, eta, out, token_eta.float().contiguous(), ln_w.float().contiguous(), ln_b.float().contiguous(),
-        W.float().contiguous(), b.float().contiguous(), Wo, bo, T, H, mini_batch_size, LN_EPS, D=D, BT=16,
+        W.float().contiguous(), b.float().contiguous(), Wo, bo, T, H, mini_batch_size, LN_EPS, D=D, BT=16, FUSED_LN=fused_ln,
         num_warps=num_warps, **launch,
     )  # fmt: skip
     return out, Wo, bo
@@ -204,16 +237,26 @@ def main(outdir: str) -> None:
         def prod(x=x, st=st):
             return ttt_linear_triton(x.q, x.k, x.v, x.eta, x.token_eta, x.ln_w, x.ln_b, st, mini_batch_size=16)
 
-        def glu(maxnreg=None, x=x, st=st):
-            return gluon_prefill(x.q, x.k, x.v, x.eta, x.token_eta, x.ln_w, x.ln_b, st.W, st.b, maxnreg=maxnreg)
+        def glu(maxnreg=None, fused_ln=False, x=x, st=st):
+            return gluon_prefill(
+                x.q, x.k, x.v, x.eta, x.token_eta, x.ln_w, x.ln_b, st.W, st.b, maxnreg=maxnreg, fused_ln=fused_ln
+            )
+
+        def prod_lng(x=x, st=st):
+            return ttt_linear_triton(
+                x.q, x.k, x.v, x.eta, x.token_eta, x.ln_w, x.ln_b, st, mini_batch_size=16, fused_ln_grad=True
+            )
 
         ref = prod()
-        for name, fn in (("production", prod), ("gluon", glu), ("gluon-r144", lambda: glu(144)),
-                         ("gluon-r128", lambda: glu(128))):  # fmt: skip
+        variants = (
+            ("production", prod), ("production-lng", prod_lng), ("gluon", glu), ("gluon-r168", lambda: glu(168)),
+            ("gluon-lng", lambda: glu(fused_ln=True)), ("gluon-lng-r168", lambda: glu(168, True)),
+        )  # fmt: skip
+        for name, fn in variants:
             row = dict(shape=shape, B=B, T=T, programs=B * 32, impl=name)
             try:
                 res = fn()
-                W = res[1].W if name == "production" else res[1]
+                W = res[1].W if name.startswith("production") else res[1]
                 row |= dict(rel_out_vs_prod=_rel(res[0], ref[0]), rel_W_vs_prod=_rel(W, ref[1].W))
                 med, lo, hi, _ = _time(fn, 200)
                 row |= dict(ms=round(med, 4), p10=round(lo, 4), p90=round(hi, 4))

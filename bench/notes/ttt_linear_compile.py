@@ -27,7 +27,7 @@ from bench.op import triton_variant  # noqa: E402
 from ttt.ops.ttt_linear import prefill  # noqa: E402
 
 KW2CONST = {"precision": "PREC", "skew": "SKEW", "one_pass_ln": "ONE_PASS", "prefetch": "PREFETCH",
-            "mma_fold": "MMA_FOLD", "lookahead": "LOOKAHEAD"}  # fmt: skip
+            "mma_fold": "MMA_FOLD", "lookahead": "LOOKAHEAD", "fused_ln_grad": "ONE_PASS"}  # fmt: skip
 
 
 def compile_variant(name: str):
@@ -38,8 +38,10 @@ def compile_variant(name: str):
     if "num_stages" in kw:
         opts["num_stages"] = kw.pop("num_stages")
     sig_defaults = inspect.signature(prefill.ttt_linear_prefill).parameters
-    consts = {c: sig_defaults[k].default for k, c in KW2CONST.items()}
+    consts = {c: sig_defaults[k].default for k, c in KW2CONST.items() if k != "fused_ln_grad"}
     consts |= {KW2CONST[k]: v for k, v in kw.items()}
+    if kw.get("fused_ln_grad"):
+        consts["ONE_PASS"] = 2
     consts |= dict(PREC=kw.get("precision", "bf16"), FLA_RESIDUAL=False, D=64, BT=16, stride_et=1)
     fn = prefill._ttt_linear_prefill_kernel
     bf = {"q_ptr", "k_ptr", "v_ptr", "eta_ptr", "o_ptr"}

@@ -91,8 +91,9 @@ def advance(args, n, bs):
         {"mma_fold": False},
         {"lookahead": 1},
         {"lookahead": 2},
+        {"fused_ln_grad": True},
     ],
-    ids=["default", "skew", "ln2", "pf", "nomf", "la1", "la2"],
+    ids=["default", "skew", "ln2", "pf", "nomf", "la1", "la2", "lng"],
 )
 def test_prefill_matches_naive(B, H, T, d, bs, pre, tuning):
     args = make_inputs(B, H, T + pre, d, bs)
@@ -160,6 +161,7 @@ def test_prefill_chains():
         (1000, {"mma_fold": False}),
         (4096, {"lookahead": 1}),
         (4096, {"lookahead": 2}),
+        (4096, {"fused_ln_grad": True}),
         (1000, {"lookahead": 2}),
     ],  # fmt: skip
 )

@@ -60,6 +60,34 @@ def _ln_l2_grad(z, mu, rstd, k, v, ln_w, ln_b, D: tl.constexpr, ONE_PASS: tl.con
 
 
 @triton.jit
+def add7(a0, b0, c0, d0, e0, f0, g0, a1, b1, c1, d1, e1, f1, g1):
+    return a0 + a1, b0 + b1, c0 + c1, d0 + d1, e0 + e1, f0 + f1, g0 + g1
+
+
+@triton.jit
+def _ln_l2_grad_fused(z, k, v, ln_w, ln_b, D: tl.constexpr, eps):
+    """_ln_l2_grad with Z's statistics and the backward's two row sums from one cross-warp reduction instead of two
+    in a row on the chain: with w = ln_w, b = ln_b, y = V - K and xhat = (z - mu) rstd,
+        sum gx        = rstd (sum w^2 z - mu sum w^2) + sum w b - sum w y
+        sum gx xhat   = rstd^2 (sum w^2 z^2 - 2 mu sum w^2 z + mu^2 sum w^2) + rstd (sum w b z - mu sum w b)
+                        - rstd (sum w y z - mu sum w y)
+    so seven row sums of Z and y (one-pass, like the one-pass variance) give everything."""
+    y = v.to(tl.float32) - k.to(tl.float32)
+    w2 = (ln_w * ln_w)[None, :]
+    wb = (ln_w * ln_b)[None, :]
+    wy = ln_w[None, :] * y
+    s1, s2, a1, a2, c1, c2, c3 = tl.reduce((z, z * z, w2 * z, w2 * z * z, wb * z, wy, wy * z), 1, add7)
+    sw2 = tl.sum(ln_w * ln_w, axis=0)
+    swb = tl.sum(ln_w * ln_b, axis=0)
+    mu, rstd = stats_from_sums(s1, s2, D, eps)
+    sg = rstd * (a1 - mu * sw2) + swb - c2
+    sgx = rstd * rstd * (a2 - 2.0 * mu * a1 + mu * mu * sw2) + rstd * (c1 - mu * swb) - rstd * (c3 - mu * c2)
+    xhat = (z - mu[:, None]) * rstd[:, None]
+    gx = (ln_w[None, :] * xhat + ln_b[None, :] - y) * ln_w[None, :]
+    return (D * gx - sg[:, None] - xhat * sgx[:, None]) * (rstd / D)[:, None]
+
+
+@triton.jit
 def _grad(
     k, v, eta, t0, T, BS, ln_w, ln_b, W, bv, eps, PREC: tl.constexpr, D: tl.constexpr, BT: tl.constexpr,
     ONE_PASS: tl.constexpr,
@@ -70,8 +98,11 @@ def _grad(
     t = t0 + rows
     valid = (rows < BS) & (t >= 0) & (t < T)
     z = dot(k, W, PREC) + bv[None, :]  # k in its input dtype: no conversion when the operands are bf16
-    mu, rstd = row_stats(z, D, eps, ONE_PASS)
-    g = _ln_l2_grad(z, mu, rstd, k, v, ln_w, ln_b, D, ONE_PASS)
+    if ONE_PASS == 2:
+        g = _ln_l2_grad_fused(z, k, v, ln_w, ln_b, D, eps)
+    else:
+        mu, rstd = row_stats(z, D, eps, ONE_PASS)
+        g = _ln_l2_grad(z, mu, rstd, k, v, ln_w, ln_b, D, ONE_PASS)
     return tl.where(valid[:, None], g * eta.to(tl.float32)[:, None], 0.0)
 
 
@@ -537,6 +568,7 @@ def ttt_linear_prefill(
     prefetch: bool = False,
     mma_fold: bool = True,
     lookahead: int = 0,
+    fused_ln_grad: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Tensor-level entry: returns (out, W, b, W_acc, b_acc, offset), the state as new tensors.
 
@@ -579,7 +611,7 @@ def ttt_linear_prefill(
             eta.stride(0), eta.stride(1), eta.stride(2),
             out.stride(0), out.stride(1), out.stride(2),
             eps,
-            FLA_RESIDUAL=fla_residual, PREC=precision, SKEW=skew, ONE_PASS=one_pass_ln, PREFETCH=prefetch, MMA_FOLD=mma_fold, LOOKAHEAD=lookahead, D=D, BT=BT, num_warps=num_warps, **launch,
+            FLA_RESIDUAL=fla_residual, PREC=precision, SKEW=skew, ONE_PASS=2 if fused_ln_grad else one_pass_ln, PREFETCH=prefetch, MMA_FOLD=mma_fold, LOOKAHEAD=lookahead, D=D, BT=BT, num_warps=num_warps, **launch,
         )  # fmt: skip
     else:  # nothing to process: the state passes through unchanged
         Wo.copy_(W), bo.copy_(b), Wao.copy_(W_acc), bao.copy_(b_acc)
