@@ -27,11 +27,14 @@ from typing import Any
 
 import torch
 
+from ttt.ops.common import KERNEL_LAUNCHES
+
 HEADS, DIM, MB = 32, 64, 16
 T_LIST = (1024, 2048, 4096, 8192, 16384, 32768)
 TOKENS_A = 65_536
 BATCH_B = 16
 IMPLS = (
+    "ttt_linear/gluon",
     "ttt_linear/triton",
     "ttt_linear/triton-bf16",
     "ttt_linear/dual",
@@ -157,15 +160,17 @@ _COMMON_FLAGS = {
 
 
 def triton_variant(impl: str) -> dict[str, Any]:
-    """'ttt_linear/triton[-bf16|-tf32|-ieee][-wN][-sN][-rN][-skew|-noskew][-ln1|-ln2][-pf|-nopf][-mf|-nomf][-la1|-la2|-nola][-lng]'
-    -> kwargs of ttt_linear_triton (warps, pipeline stages, register cap, skewed loop, LN passes, register prefetch,
-    update in the MMA, update one mini-batch behind the chain, LN statistics and gradient sums in one reduction; default: bf16, 4 warps, register cap picked from the
-    grid, no skew, ln1, no prefetch, mma_fold, no lookahead)."""
+    """'ttt_linear/triton[-bf16|-tf32|-ieee][-wN][-sN][-rN][-skew|-noskew][-ln1|-ln2][-pf|-nopf][-mf|-nomf]
+    [-la1|-la2|-nola][-lng]' -> kwargs of ttt_linear_triton (warps, pipeline stages, register cap, skewed loop, LN
+    passes, register prefetch, update in the MMA, update one mini-batch behind the chain, LN statistics and gradient
+    sums in one reduction; default: bf16, 4 warps, register cap picked from the grid, no skew, ln1, no prefetch,
+    mma_fold, no lookahead), with backend="triton"; 'ttt_linear/gluon[-rN]' the Gluon kernel (backend="gluon")."""
     flags = {
         "skew": ("skew", True), "noskew": ("skew", False), "mf": ("mma_fold", True), "nomf": ("mma_fold", False),
         "lng": ("fused_ln_grad", True), "la1": ("lookahead", 1), "la2": ("lookahead", 2), "nola": ("lookahead", 0),
     }  # fmt: skip
-    return _parse_variant(impl, _LAUNCH_KNOBS, {**_COMMON_FLAGS, **flags})
+    kw = _parse_variant(impl, _LAUNCH_KNOBS, {**_COMMON_FLAGS, **flags})
+    return kw | {"backend": "gluon" if impl.split("/", 1)[1].startswith("gluon") else "triton"}
 
 
 def _ttt_impl(x: Inputs, impl: str) -> tuple[Callable[[], Any], Callable[[], float]]:
@@ -354,7 +359,9 @@ def _row(x: Inputs, impl: str, set_: str, B: int, T: int, dtype, bw: float, rep_
         else:
             raise ValueError(f"unknown impl {impl!r}")
         row["check_rel_err"] = check()
+        KERNEL_LAUNCHES.clear()
         med, lo, hi, n = _time(fn, rep_ms if not impl.endswith("/dual") else max(rep_ms, 1))
+        row["op_kernels"] = ",".join(sorted(KERNEL_LAUNCHES)) or None  # our kernels that the timed calls launched
         nbytes = _bytes(impl, B, T, x.q.element_size())
         row.update(value=med, spread_lo=lo, spread_hi=hi, repeats=n, bytes_moved=nbytes,
                    frac_hbm=nbytes / (med * 1e-3) / bw, copy_bw=bw,
@@ -519,12 +526,12 @@ def _table(rows: Iterable[dict]) -> str:
     # the issue's targets, as ratios measured in this run
     by = {(r["batch"], r["ctx"], r["impl"]): r.get("value", math.nan) for r in rows}
     for (B, T, impl), v in sorted(by.items()):
-        if impl.startswith("ttt_linear/triton"):
+        if impl.startswith(("ttt_linear/triton", "ttt_linear/gluon")):
             peer = by.get((B, T, "fla/chunk_ttt_linear"), math.nan)
             lines.append(f"ratio fla_chunk/{impl.split('/')[1]} B={B} T={T}: {peer / v:.2f}x")
-        if impl.startswith("ttt_mlp/triton"):  # the MLP kernel's target: <= 2.5x TTT-Linear's kernel
-            lin = by.get((B, T, "ttt_linear/triton"), math.nan)
-            lines.append(f"ratio {impl}/ttt_linear/triton B={B} T={T}: {v / lin:.2f}x")
+        if impl.startswith("ttt_mlp/triton"):  # the MLP kernel's target: <= 2.5x TTT-Linear's (default) kernel
+            lin = next((n for n in ("ttt_linear/gluon", "ttt_linear/triton") if (B, T, n) in by), "ttt_linear/triton")
+            lines.append(f"ratio {impl}/{lin} B={B} T={T}: {v / by.get((B, T, lin), math.nan):.2f}x")
     return "\n".join(lines)
 
 
@@ -536,9 +543,12 @@ def kernel_report() -> str:
         from ttt.ops.ttt_mlp import decode as mlp_decode
         from ttt.ops.ttt_mlp import prefill as mlp_prefill
 
-        for kern in (prefill._ttt_linear_prefill_kernel, decode._ttt_linear_step_kernel,
-                     mlp_prefill._ttt_mlp_prefill_kernel, mlp_decode._ttt_mlp_step_kernel,
-                     mlp_decode._split_z2_kernel, mlp_decode._split_update_kernel):  # fmt: skip
+        kernels = [prefill._ttt_linear_prefill_kernel, decode._ttt_linear_step_kernel,
+                   mlp_prefill._ttt_mlp_prefill_kernel, mlp_decode._ttt_mlp_step_kernel,
+                   mlp_decode._split_z2_kernel, mlp_decode._split_update_kernel]  # fmt: skip
+        if "ttt.ops.ttt_linear.prefill_gluon" in sys.modules:  # only once a run has used it
+            kernels.append(sys.modules["ttt.ops.ttt_linear.prefill_gluon"]._ttt_linear_prefill_gluon_kernel)
+        for kern in kernels:
             for cache in getattr(kern, "device_caches", {}).values():
                 for key, k in cache[0].items():
                     k._init_handles()

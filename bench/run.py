@@ -27,6 +27,7 @@ from bench import hw, latency, registry, results
 from bench.cli import explicit_keys, guarded, main_with_groups
 from bench.plan import DTYPES, Plan, describe, make_plan
 from ttt.errors import UserError
+from ttt.ops.common import KERNEL_LAUNCHES
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = ("model", "size", "bench", "hardware", "sweep")
@@ -154,10 +155,12 @@ def run_latency(plan: Plan, prov: dict[str, Any], cfg_hashes: dict[str, str]) ->
             if mode == "decode":
                 extra["decode_impl"] = f"{model}/{decode_impl}" if decode_impl else None
                 extra["decode_graph"] = plan.decode_graphs and plan.device.type == "cuda"
+            KERNEL_LAUNCHES.clear()
             if check_error:
                 rows = latency.failure_rows(mode, "error", check_error)
             else:
                 rows = _measure(plan, net, mode, ctx)
+            extra["op_kernels"] = ",".join(sorted(KERNEL_LAUNCHES)) or None  # what the timed code launched
             write(rows, ctx, mode, **extra)
         del net
         latency.free_memory()

@@ -10,7 +10,10 @@ import pandas as pd
 from plots.claims import Claim
 from plots.provenance import claim_provenance
 
-OURS, PEER, MLP = "ttt_linear/triton", "fla/chunk_ttt_linear", "ttt_mlp/triton"
+PEER, MLP = "fla/chunk_ttt_linear", "ttt_mlp/triton"
+# Our TTT-Linear op is what `backend="auto"` runs: the Gluon kernel on a GPU where it ran, else the Triton kernel.
+GLUON, TRITON = "ttt_linear/gluon", "ttt_linear/triton"
+OURS = "ttt_linear/default"
 PEERS = ("fla/chunk_ttt_linear", "fla/fused_chunk_ttt_linear")
 BEST_PEER = "fla/best"  # per point, the faster of PEERS that ran there (fused_chunk wins at long T, shape (a))
 STEP, MAMBA_STEP = "ttt_linear/triton-step", "mamba_ssm/Mamba.step"
@@ -22,6 +25,9 @@ def _op_times(rows: pd.DataFrame) -> pd.DataFrame:
     if ok.empty or "shape_set" not in ok.columns:
         return pd.DataFrame()
     t = ok.pivot_table(index=["gpu_name", "shape_set", "ctx", "batch"], columns="impl", values="value")
+    ours = [c for c in (GLUON, TRITON) if c in t.columns]
+    if ours:
+        t[OURS] = t[ours[0]].fillna(t[ours[-1]])
     peers = [c for c in PEERS if c in t.columns]
     if peers:
         t[BEST_PEER] = t[peers].min(axis=1)
@@ -44,7 +50,7 @@ def _ratio_claim(
         at = r.idxmin() if worst == "min" else r.idxmax()
         points = ", ".join(f"({s}) {int(c)}x{int(b)}: {v:.2f}" for (_, s, c, b), v in r.items())
         detail = f"{label} worst {r[at]:.2f} at ({at[1]}) T={int(at[2])} B={int(at[3])}; all: {points}"
-        impls = [*(PEERS if num == BEST_PEER else [num]), den]
+        impls = [*(PEERS if num == BEST_PEER else [num]), *((GLUON, TRITON) if den == OURS else [den])]
         used = rows[(rows["mode"] == "op") & (rows["gpu_name"] == gpu) & rows["impl"].isin(impls)]
         verdict = "yes" if all(ok(v) for v in r) else "no"
         claims.append(Claim(f"{text} on {gpu}", verdict, detail, claim_provenance(used)))
@@ -74,16 +80,18 @@ def mlp_vs_linear(rows: pd.DataFrame, target: float = 2.5) -> list[Claim]:
 
 
 def linear_memory_floor(rows: pd.DataFrame, target: float = 3.0, max_t: int = 8192) -> list[Claim]:
-    """time / floor = 1 / frac_hbm, shape (a), T <= max_t."""
+    """time / floor = 1 / frac_hbm, shape (a), T <= max_t, of our default kernel (see OURS)."""
     text = f"TTT-Linear op within {target:g}x of the memory floor at T <= {max_t // 1024}k, shape (a)"
     sel = rows[
-        (rows["mode"] == "op") & (rows["impl"] == OURS) & (rows["status"] == "ok") & (rows["ctx"] <= max_t)
-        & (rows.get("shape_set", pd.Series(index=rows.index, dtype=object)) == "a") & rows["frac_hbm"].notna()
+        (rows["mode"] == "op") & rows["impl"].isin([GLUON, TRITON]) & (rows["status"] == "ok")
+        & (rows["ctx"] <= max_t) & (rows.get("shape_set", pd.Series(index=rows.index, dtype=object)) == "a")
+        & rows["frac_hbm"].notna()
     ]  # fmt: skip
     if sel.empty:
         return [Claim(text, "not measured", "no shape (a) op rows with frac_hbm")]
     claims = []
     for gpu, g in sel.groupby("gpu_name"):
+        g = g[g["impl"] == (GLUON if (g["impl"] == GLUON).any() else TRITON)]
         x = 1.0 / g["frac_hbm"]
         verdict = "yes" if (x <= target).all() else "no"
         claims.append(

@@ -3,7 +3,9 @@ registers, spills (ptxas -v), and every mini-batch loop in the SASS (backward br
 instructions a warp and mini-batch, bar.sync, SHFL, LDS/STS/LDSM, HMMA, LDL/STL. Shape (a) specialisation: d = 64,
 mini-batch 16, bf16 q/k/v/eta/out, fp32 state, 16-aligned pointers and strides, stride_et = 1.
 
-    PYTHONPATH=/tmp/t36 TRITON_PTXAS_PATH=$P .venv/bin/python bench/notes/ttt_linear_compile.py "" la la-r168
+    PYTHONPATH=/tmp/t36 TRITON_PTXAS_PATH=$P .venv/bin/python bench/notes/ttt_linear_compile.py "" la2 gluon gluon-r0
+
+A name 'gluon[-rN]' compiles the Gluon kernel (ttt/ops/ttt_linear/prefill_gluon.py; rN the register cap, r0 none).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from bench.op import triton_variant  # noqa: E402
 from ttt.ops.ttt_linear import prefill  # noqa: E402
 
 KW2CONST = {"precision": "PREC", "skew": "SKEW", "one_pass_ln": "ONE_PASS", "prefetch": "PREFETCH",
-            "mma_fold": "MMA_FOLD", "lookahead": "LOOKAHEAD", "fused_ln_grad": "ONE_PASS"}  # fmt: skip
+            "mma_fold": "MMA_FOLD", "lookahead": "LOOKAHEAD"}  # fmt: skip
 
 
 def compile_variant(name: str):
@@ -38,12 +40,28 @@ def compile_variant(name: str):
     if "num_stages" in kw:
         opts["num_stages"] = kw.pop("num_stages")
     sig_defaults = inspect.signature(prefill.ttt_linear_prefill).parameters
-    consts = {c: sig_defaults[k].default for k, c in KW2CONST.items() if k != "fused_ln_grad"}
+    fused_ln_grad = kw.pop("fused_ln_grad", False)
+    kw.pop("backend")
+    consts = {c: sig_defaults[k].default for k, c in KW2CONST.items()}
     consts |= {KW2CONST[k]: v for k, v in kw.items()}
-    if kw.get("fused_ln_grad"):
+    if fused_ln_grad:
         consts["ONE_PASS"] = 2
     consts |= dict(PREC=kw.get("precision", "bf16"), FLA_RESIDUAL=False, D=64, BT=16, stride_et=1)
-    fn = prefill._ttt_linear_prefill_kernel
+    return _compile(prefill._ttt_linear_prefill_kernel, consts, opts, ASTSource)
+
+
+def compile_gluon(name: str):
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    from ttt.ops.ttt_linear import prefill_gluon
+
+    cap = next((int(p[1:]) for p in name.split("-")[1:] if p.startswith("r")), prefill_gluon.MAXNREG)
+    opts = {"num_warps": 4} | ({"maxnreg": cap} if cap else {})
+    consts = dict(FLA_RESIDUAL=False, D=64, BT=16, stride_et=1)
+    return _compile(prefill_gluon._ttt_linear_prefill_gluon_kernel, consts, opts, GluonASTSource)
+
+
+def _compile(fn, consts, opts, source):
     bf = {"q_ptr", "k_ptr", "v_ptr", "eta_ptr", "o_ptr"}
     sig = {}
     for n in fn.arg_names:
@@ -64,7 +82,7 @@ def compile_variant(name: str):
         for i, n in enumerate(fn.arg_names)
         if sig[n] not in ("constexpr", "fp32") and n not in ("T", "BS", "H")
     }
-    src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(k),): v for k, v in consts.items()},
+    src = source(fn=fn, signature=sig, constexprs={(fn.arg_names.index(k),): v for k, v in consts.items()},
                     attrs=attrs)  # fmt: skip
     return triton.compile(src, target=TARGET, options=opts), opts
 
@@ -83,7 +101,7 @@ def main() -> int:
     names = sys.argv[1:] or [""]
     print(f"triton {triton.__version__}")
     for name in names:
-        k, opts = compile_variant(name)
+        k, opts = compile_gluon(name) if name.startswith("gluon") else compile_variant(name)
         rep = ptxas_report(k.asm["ptx"])
         ins, labels = parse_sass(k.asm["sass"])
         print(f"{name or 'default'}: {opts} regs {rep['regs']} stack {rep['stack']} spill st/ld "

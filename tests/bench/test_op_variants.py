@@ -10,17 +10,21 @@ from ttt.ops.ttt_mlp.prefill import ttt_mlp_prefill
 
 
 def test_linear_variant_knobs():
-    assert triton_variant("ttt_linear/triton") == {}
+    tri = {"backend": "triton"}  # 'ttt_linear/triton' rows always time the Triton kernel, whatever auto would pick
+    assert triton_variant("ttt_linear/triton") == tri
     assert triton_variant("ttt_linear/triton-tf32-w8-r168-skew-ln2-nopf") == dict(
-        precision="tf32", num_warps=8, maxnreg=168, skew=True, one_pass_ln=False, prefetch=False
+        precision="tf32", num_warps=8, maxnreg=168, skew=True, one_pass_ln=False, prefetch=False, **tri
     )
     # session 5 measured no prefetch and the update in the MMA faster on an H200; '-pf-nomf' brings the old loop back
     sig = inspect.signature(ttt_linear_prefill).parameters
     assert (sig["prefetch"].default, sig["mma_fold"].default) == (False, True)
-    assert triton_variant("ttt_linear/triton-pf-nomf") == {"prefetch": True, "mma_fold": False}
-    assert triton_variant("ttt_linear/triton-pf") == {"prefetch": True}
-    assert triton_variant("ttt_linear/triton-la2-r0") == {"lookahead": 2, "maxnreg": 0}
-    assert triton_variant("ttt_linear/triton-la1-nola") == {"lookahead": 0}
+    assert triton_variant("ttt_linear/triton-pf-nomf") == {"prefetch": True, "mma_fold": False, **tri}
+    assert triton_variant("ttt_linear/triton-pf") == {"prefetch": True, **tri}
+    assert triton_variant("ttt_linear/triton-la2-r0") == {"lookahead": 2, "maxnreg": 0, **tri}
+    assert triton_variant("ttt_linear/triton-la1-nola") == {"lookahead": 0, **tri}
+    assert triton_variant("ttt_linear/gluon") == {"backend": "gluon"}
+    assert triton_variant("ttt_linear/gluon-r0") == {"maxnreg": 0, "backend": "gluon"}
+    assert sig["backend"].default == "auto"
 
 
 def test_mlp_variant_knobs():

@@ -170,7 +170,7 @@ def test_prefill_gpu_bf16(T, tuning):
     q, k, v, eta, te, lw, lb, st = make_inputs(B, H, T, d, bs, dtype=torch.bfloat16, seed=T)
     from ttt.ops.ttt_linear.dual import ttt_linear_dual
 
-    out, st_out = ttt_linear_triton(q, k, v, eta, te, lw, lb, st, mini_batch_size=bs, **tuning)
+    out, st_out = ttt_linear_triton(q, k, v, eta, te, lw, lb, st, mini_batch_size=bs, backend="triton", **tuning)
     ref, st_ref = ttt_linear_dual(q.float(), k.float(), v.float(), eta.float(), te, lw, lb, st, mini_batch_size=bs)
     rel = ((out.float() - ref).norm() / ref.norm()).item()
     assert rel < 2e-2, rel

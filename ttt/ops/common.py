@@ -6,6 +6,7 @@ Shapes: LayerNorm parameters arrive as (H, d) and are broadcast against (B, H, T
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
@@ -15,6 +16,15 @@ import torch
 from ttt.errors import UserError
 
 LN_EPS = 1e-6
+# Which kernel each fused op launch ran ("ttt_linear_prefill/gluon", ...), counted on the host as it is launched:
+# the benchmark puts the names in its rows (op_kernels), so a row says what ran, never what a default implied.
+KERNEL_LAUNCHES: Counter[str] = Counter()
+
+
+def note_kernel(name: str) -> None:
+    KERNEL_LAUNCHES[name] += 1
+
+
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _GELU_C = 0.044715
 

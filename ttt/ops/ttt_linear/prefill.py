@@ -23,7 +23,7 @@ import triton
 import triton.language as tl
 
 from ttt.errors import UserError
-from ttt.ops.common import LN_EPS, TTTLinearState, check_args
+from ttt.ops.common import LN_EPS, TTTLinearState, check_args, note_kernel
 from ttt.ops.triton_common import (
     PRECISIONS,
     add2,
@@ -523,6 +523,37 @@ def _ttt_linear_prefill_kernel(
     tl.store(bo_ptr + vofs, bv.to(bo_ptr.dtype.element_ty))
 
 
+BACKENDS = ("auto", "triton", "gluon")
+_TRITON_KNOB_DEFAULTS = dict(num_warps=4, num_stages=None, skew=False, one_pass_ln=True, prefetch=False, mma_fold=True,
+                             lookahead=0, fused_ln_grad=False)  # fmt: skip
+
+
+def resolve_backend(
+    backend: str,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    state: tuple[torch.Tensor, ...],
+    mini_batch_size: int,
+    precision: str,
+    triton_knobs: dict | None = None,
+) -> str:
+    """The kernel that runs for `backend` on these inputs: "gluon" or "triton" (see ttt_linear_prefill)."""
+    if backend not in BACKENDS:
+        raise UserError(f"backend={backend!r}: expected one of {BACKENDS}")
+    if backend == "triton" or (backend == "auto" and not q.is_cuda):
+        return "triton"
+    if not q.is_cuda:
+        raise UserError(f"backend='gluon' needs CUDA tensors, got device '{q.device}' (Gluon has no interpreter)")
+    tuned = sorted(k_ for k_, v_ in (triton_knobs or {}).items() if _TRITON_KNOB_DEFAULTS[k_] != v_)
+    from ttt.ops.ttt_linear import prefill_gluon  # imported here: CPU runs never load Gluon
+
+    why = prefill_gluon.unsupported(q, k, v, state, mini_batch_size, precision)
+    if backend == "gluon" and (why or tuned):
+        raise UserError(f"backend='gluon' {why or f'does not take the Triton kernel knobs {tuned}'}")
+    return "triton" if why or tuned else "gluon"
+
+
 # Measured on an H200 (bench/notes/session4.md, op shape (a)): capped at 168 registers the kernel spills a little
 # (~20 local loads and stores per mini-batch) but three programs fit on an SM instead of two: 5% faster at T = 1k and
 # 2k (2,048 and 1,024 programs), 10% slower at T = 8k (256 programs: no third program to run). With fewer than a few
@@ -569,6 +600,7 @@ def ttt_linear_prefill(
     mma_fold: bool = True,
     lookahead: int = 0,
     fused_ln_grad: bool = False,
+    backend: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Tensor-level entry: returns (out, W, b, W_acc, b_acc, offset), the state as new tensors.
 
@@ -578,7 +610,12 @@ def ttt_linear_prefill(
     `maxnreg`: None picks it from the grid (`auto_maxnreg`), 0 launches without a cap. `prefetch`: load the next
     mini-batch's tiles one iteration early (off by default: slower on an H200). `mma_fold`: the main loop's weight
     update as the MMA's accumulate (see the kernel) instead of a product tile and a D x D FMA (default: 3-6% faster
-    on an H200 at every op shape, bench/notes/session5.md).
+    on an H200 at every op shape, bench/notes/session5.md). `lookahead`: 1 or 2 runs the weight update one
+    mini-batch behind the chain (2 software-pipelined; both slower on an H200, bench/notes/session7.md).
+    `fused_ln_grad`: LayerNorm statistics and the backward's row sums from one reduction (slower on an H200).
+    `backend`: "triton" (this kernel), "gluon" (prefill_gluon.py: bf16 q/k/v, d = 64, mini-batch 16, bf16
+    operands, float32 state, CUDA; 11-13% faster on an H200), or "auto": gluon where it applies and no Triton-only
+    knob is set, else triton (`resolve_backend` says which, for result rows).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: expected one of {PRECISIONS}")
@@ -597,6 +634,18 @@ def ttt_linear_prefill(
     W, b, W_acc, b_acc = (x.contiguous() for x in (W, b, W_acc, b_acc))
     out = torch.empty_like(q)
     Wo, bo, Wao, bao = (torch.empty_like(x) for x in (W, b, W_acc, b_acc))
+    triton_knobs = dict(num_warps=num_warps, num_stages=num_stages, skew=skew, one_pass_ln=one_pass_ln,
+                        prefetch=prefetch, mma_fold=mma_fold, lookahead=lookahead, fused_ln_grad=fused_ln_grad)  # fmt: skip
+    chosen = resolve_backend(backend, q, k, v, (W, b, W_acc, b_acc), mini_batch_size, precision, triton_knobs)
+    note_kernel(f"ttt_linear_prefill/{chosen}")
+    if chosen == "gluon" and B * H and T:
+        from ttt.ops.ttt_linear import prefill_gluon
+
+        prefill_gluon.launch(
+            q, k, v, eta, token_eta, ln_w, ln_b, W, b, W_acc, b_acc, offset, out, Wo, bo, Wao, bao,
+            eps=eps, fla_residual=fla_residual, maxnreg=maxnreg,
+        )  # fmt: skip
+        return out, Wo, bo, Wao, bao, (offset + T) % mini_batch_size
     BT = max(16, triton.next_power_of_2(mini_batch_size))  # tl.dot needs >= 16 rows; extra rows are masked
     # Tuning knobs go to the launch only when set (the interpreter rejects some of them).
     if maxnreg is None:

@@ -31,7 +31,7 @@ import triton
 import triton.language as tl
 
 from ttt.errors import UserError
-from ttt.ops.common import LN_EPS, TTTMLPState, check_args
+from ttt.ops.common import LN_EPS, TTTMLPState, check_args, note_kernel
 from ttt.ops.triton_common import (
     PRECISIONS,
     add2,
@@ -457,6 +457,7 @@ def ttt_mlp_prefill(
         )  # fmt: skip
         # Two launches in stream order (no host read of the offset): the head chunk, a no-op at offset 0, then the
         # rest from its state.
+        note_kernel("ttt_mlp_prefill/triton")
         _ttt_mlp_prefill_kernel[(B * H,)](*args, HEAD=True, **meta)
         _ttt_mlp_prefill_kernel[(B * H,)](*args, HEAD=False, **meta)
     else:  # nothing to process: the state passes through unchanged
