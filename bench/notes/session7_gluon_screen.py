@@ -54,22 +54,6 @@ def _add7(a0, b0, c0, d0, e0, f0, g0, a1, b1, c1, d1, e1, f1, g1):
 
 
 @gluon.jit
-def _tile(p, t0, stride_t, layout: gl.constexpr, R: gl.constexpr, C: gl.constexpr):
-    """x[t0 + r, c] of a row-major (T, C) tile, R rows, loaded straight into `layout`."""
-    r = gl.arange(0, R, layout=gl.SliceLayout(1, layout))
-    c = gl.arange(0, C, layout=gl.SliceLayout(0, layout))
-    return gl.load(p + (t0 + r)[:, None] * stride_t + c[None, :])
-
-
-@gluon.jit
-def _tile_t(p, t0, stride_t, layout: gl.constexpr, R: gl.constexpr, C: gl.constexpr):
-    """x[t0 + c, r] as an (R, C) tensor (a transposed view of R feature columns and C token rows)."""
-    r = gl.arange(0, R, layout=gl.SliceLayout(1, layout))
-    c = gl.arange(0, C, layout=gl.SliceLayout(0, layout))
-    return gl.load(p + (t0 + c)[None, :] * stride_t + r[:, None])
-
-
-@gluon.jit
 def _pi(r):
     """Column of W held in row r of S: warp w's rows 16w + 8h + j -> column 32h + 8w + j."""
     return 32 * ((r // 8) % 2) + 8 * (r // 16) + r % 8

@@ -52,6 +52,11 @@ def add4(a0, b0, c0, d0, a1, b1, c1, d1):
 
 
 @triton.jit
+def add7(a0, b0, c0, d0, e0, f0, g0, a1, b1, c1, d1, e1, f1, g1):
+    return a0 + a1, b0 + b1, c0 + c1, d0 + d1, e0 + e1, f0 + f1, g0 + g1
+
+
+@triton.jit
 def stats_from_sums(s1, s2, D: tl.constexpr, eps):
     """(mean, 1/sqrt(var + eps)) from a row's sum and sum of squares over D entries."""
     mu = s1 / D
@@ -100,6 +105,15 @@ def load_consts(lnw_ptr, lnb_ptr, te_ptr, hi, BS, D: tl.constexpr, BT: tl.conste
     ln_b = tl.load(lnb_ptr + hi * D + cols).to(tl.float32)
     te = tl.load(te_ptr + rows, mask=rows < BS, other=0.0).to(tl.float32)
     return ln_w, ln_b, te, tl.load(te_ptr + BS - 1).to(tl.float32)
+
+
+@triton.jit
+def load_rows(x_ptr, t0, T, stride_t, BS, D: tl.constexpr, BT: tl.constexpr):
+    """Rows t0 + [0, BT) of one (T, D) tile, zero outside the mini-batch and [0, T); kept in the input dtype."""
+    rows = tl.arange(0, BT)
+    t = t0 + rows
+    valid = (rows < BS) & (t >= 0) & (t < T)
+    return tl.load(x_ptr + t[:, None] * stride_t + tl.arange(0, D)[None, :], mask=valid[:, None], other=0.0)
 
 
 @triton.jit

@@ -28,11 +28,13 @@ from ttt.ops.triton_common import (
     PRECISIONS,
     add2,
     add4,
+    add7,
     dot,
     dot_acc,
     interpreting,
     load_chunk,
     load_consts,
+    load_rows,
     operand,
     row_stats,
     stats_from_sums,
@@ -57,11 +59,6 @@ def _ln_l2_grad(z, mu, rstd, k, v, ln_w, ln_b, D: tl.constexpr, ONE_PASS: tl.con
         sg = tl.sum(gx, axis=1)
         sgx = tl.sum(gx * xhat, axis=1)
     return (D * gx - sg[:, None] - xhat * sgx[:, None]) * (rstd / D)[:, None]
-
-
-@triton.jit
-def add7(a0, b0, c0, d0, e0, f0, g0, a1, b1, c1, d1, e1, f1, g1):
-    return a0 + a1, b0 + b1, c0 + c1, d0 + d1, e0 + e1, f0 + f1, g0 + g1
 
 
 @triton.jit
@@ -300,15 +297,6 @@ def _lookahead_mini_batches(
 
 
 @triton.jit
-def _load_rows(x_p, t0, T, stride_t, BS, D: tl.constexpr, BT: tl.constexpr):
-    """Rows t0 + [0, BT) of one tile, zero outside the mini-batch and [0, T)."""
-    rows = tl.arange(0, BT)
-    t = t0 + rows
-    valid = (rows < BS) & (t >= 0) & (t < T)
-    return tl.load(x_p + t[:, None] * stride_t + tl.arange(0, D)[None, :], mask=valid[:, None], other=0.0)
-
-
-@triton.jit
 def _pipelined_mini_batches(
     q_p, k_p, v_p, e_p, o_p, n_head, n_full, T, stride_qt, stride_et, stride_ot, BS, te, te_last, ln_w, ln_b,
     W, bv, eps, FLA_RESIDUAL: tl.constexpr, PREC: tl.constexpr, D: tl.constexpr, BT: tl.constexpr,
@@ -325,16 +313,15 @@ def _pipelined_mini_batches(
     rows = tl.arange(0, BT)
     eta_scale = -te_last
     te_out = te / eta_scale
-    causal = rows[:, None] >= rows[None, :]
     peg = tl.zeros([BT, D], dtype=tl.float32)
-    zk = dot(_load_rows(k_p, n_head, T, stride_qt, BS, D, BT), operand(W, PREC), PREC) + bv[None, :]
+    zk = dot(load_rows(k_p, n_head, T, stride_qt, BS, D, BT), operand(W, PREC), PREC) + bv[None, :]
     for c in range(0, n_full):
         t0 = n_head + c * BS
         # The neighbours' k tiles are loaded again (L2 hits) rather than carried: a carried tile is converted
         # through shared memory into each layout it is used in (27 bar.sync a mini-batch offline instead of 19).
         q, k, v, eta = load_chunk(q_p, k_p, v_p, e_p, t0, T, stride_qt, stride_et, BS, D, BT)
-        pk = _load_rows(k_p, t0 - BS, T, stride_qt, BS, D, BT)
-        nk = _load_rows(k_p, t0 + BS, T, stride_qt, BS, D, BT)
+        pk = load_rows(k_p, t0 - BS, T, stride_qt, BS, D, BT)
+        nk = load_rows(k_p, t0 + BS, T, stride_qt, BS, D, BT)
         valid = (rows < BS) & (t0 + rows < T)
         pegd = operand(peg, PREC)
         z = dot_acc(dot(k, tl.trans(pk), PREC) + 1.0, pegd, zk, PREC)
@@ -345,13 +332,10 @@ def _pipelined_mini_batches(
         bv += tl.sum(peg, axis=0)
         Wd = operand(W, PREC)
         zk = dot(nk, Wd, PREC) + bv[None, :]
-        zq = dot(q, Wd, PREC) + bv[None, :]
-        a = tl.where(causal, te_out[:, None] * (dot(q, tl.trans(k), PREC) + 1.0), 0.0)
-        zq -= dot(a, eg, PREC)
-        mu_o, rstd_o = row_stats(zq, D, eps, ONE_PASS)
-        _store_out(q, zq, mu_o, rstd_o, o_p, t0, T, stride_ot, BS, True, ln_w, ln_b, FLA_RESIDUAL, D, BT)
+        _output(q, k, eg, o_p, t0, T, stride_ot, BS, te_out, ln_w, ln_b, Wd, bv, Wd, bv, eps,
+                False, FLA_RESIDUAL, PREC, D, BT, ONE_PASS)  # fmt: skip
         peg = eg
-    W = dot_acc(tl.trans(_load_rows(k_p, n_head + (n_full - 1) * BS, T, stride_qt, BS, D, BT)), peg, W, PREC)
+    W = dot_acc(tl.trans(load_rows(k_p, n_head + (n_full - 1) * BS, T, stride_qt, BS, D, BT)), peg, W, PREC)
     bv += tl.sum(peg, axis=0)
     return W, bv
 
@@ -470,33 +454,22 @@ def _ttt_linear_prefill_kernel(
             )  # fmt: skip
             W -= te_last * dW
             bv -= te_last * db
-    elif LOOKAHEAD > 0:
-        if te_last != 0:
-            if LOOKAHEAD == 2:
-                W, bv = _pipelined_mini_batches(
-                    q_p, k_p, v_p, e_p, o_p, n_head, n_full, T, stride_qt, stride_et, stride_ot, BS, te, te_last,
-                    ln_w, ln_b, W, bv, eps, FLA_RESIDUAL, PREC, D, BT, ONE_PASS,
-                )  # fmt: skip
-            else:
-                W, bv = _lookahead_mini_batches(
-                    q_p, k_p, v_p, e_p, o_p, n_head, n_full, T, stride_qt, stride_et, stride_ot, BS, te, te_last,
-                    ln_w, ln_b, W, bv, eps, FLA_RESIDUAL, PREC, D, BT, ONE_PASS,
-                )  # fmt: skip
-        else:
-            W, bv = _full_mini_batches(
+    elif (LOOKAHEAD > 0 or MMA_FOLD) and te_last != 0:
+        # a zero te_last (no update) cannot be folded into the scale: the plain loop below takes it
+        if LOOKAHEAD == 2:
+            W, bv = _pipelined_mini_batches(
                 q_p, k_p, v_p, e_p, o_p, n_head, n_full, T, stride_qt, stride_et, stride_ot, BS, te, te_last,
-                ln_w, ln_b, W, bv, eps, False, FLA_RESIDUAL, PREC, D, BT, ONE_PASS,
+                ln_w, ln_b, W, bv, eps, FLA_RESIDUAL, PREC, D, BT, ONE_PASS,
             )  # fmt: skip
-    elif MMA_FOLD:
-        if te_last != 0:  # a zero te_last (no update) cannot be folded into the scale: the plain loop then
+        elif LOOKAHEAD == 1:
+            W, bv = _lookahead_mini_batches(
+                q_p, k_p, v_p, e_p, o_p, n_head, n_full, T, stride_qt, stride_et, stride_ot, BS, te, te_last,
+                ln_w, ln_b, W, bv, eps, FLA_RESIDUAL, PREC, D, BT, ONE_PASS,
+            )  # fmt: skip
+        else:
             W, bv = _full_mini_batches(
                 q_p, k_p, v_p, e_p, o_p, n_head, n_full, T, stride_qt, stride_et, stride_ot, BS, te, te_last,
                 ln_w, ln_b, W, bv, eps, True, FLA_RESIDUAL, PREC, D, BT, ONE_PASS,
-            )  # fmt: skip
-        else:
-            W, bv = _full_mini_batches(
-                q_p, k_p, v_p, e_p, o_p, n_head, n_full, T, stride_qt, stride_et, stride_ot, BS, te, te_last,
-                ln_w, ln_b, W, bv, eps, False, FLA_RESIDUAL, PREC, D, BT, ONE_PASS,
             )  # fmt: skip
     else:
         W, bv = _full_mini_batches(
