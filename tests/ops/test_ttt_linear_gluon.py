@@ -53,11 +53,14 @@ def _run(B, H, T, pre, seed, last=None):
         (1, 2, 45, 0, 0.0),  # token_eta[-1] = 0: no update (the unfolded loop)
     ],  # fmt: skip
 )
-def test_gluon_matches_definition_and_triton(B, H, T, pre, last):
+@pytest.mark.parametrize(
+    "knobs", [{}, {"bar1": False}, {"nbuf": 3}, {"bar1": False, "nbuf": 3}], ids=["default", "bar2", "nb3", "bar2-nb3"]
+)
+def test_gluon_matches_definition_and_triton(B, H, T, pre, last, knobs):
     q, k, v, eta, te, lw, lb, st = _run(B, H, T, pre, seed=T + pre, last=last)
     assert resolve_backend("auto", q, k, v, (st.W, st.b, st.W_acc, st.b_acc), 16, "bf16") == "gluon"
     st_in = st.clone()
-    out, st_g = ttt_linear_triton(q, k, v, eta, te, lw, lb, st, mini_batch_size=16, backend="gluon")
+    out, st_g = ttt_linear_triton(q, k, v, eta, te, lw, lb, st, mini_batch_size=16, backend="gluon", **knobs)
     ref, st_ref = naive64(q, k, v, eta, te, lw, lb, st, 16)
     tri, st_t = ttt_linear_triton(q, k, v, eta, te, lw, lb, st, mini_batch_size=16, backend="triton")
     assert out.dtype == q.dtype and out.shape == q.shape

@@ -37,6 +37,15 @@ ROW = gl.constexpr(gl.SliceLayout(1, MZ))
 COL = gl.constexpr(gl.SliceLayout(0, MZ))
 LD = gl.constexpr(gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0]))  # coalesced, 16 B a lane
 SH = gl.constexpr(gl.SwizzledSharedLayout(vec=8, per_phase=1, max_phase=8, order=[1, 0]))
+# BAR1 row sums: a [16, 4] tile held whole by every thread for the rows MZ gives it (lanes 4m..4m+3 hold rows m and
+# m + 8), replicated over a quad's lanes and over the warps; and the plain shared layout of its scratch
+P4 = gl.constexpr(
+    gl.DistributedLinearLayout(
+        reg_bases=[[0, 1], [0, 2], [8, 0]], lane_bases=[[0, 0], [0, 0], [1, 0], [2, 0], [4, 0]],
+        warp_bases=[[0, 0], [0, 0]], block_bases=[], shape=[16, 4],
+    )
+)  # fmt: skip
+SCR = gl.constexpr(gl.SwizzledSharedLayout(vec=1, per_phase=1, max_phase=1, order=[1, 0]))
 
 
 @gluon.jit
@@ -59,9 +68,30 @@ def _as_b(S, D: gl.constexpr):
 
 
 @gluon.jit
-def _row_stats(x, D: gl.constexpr, eps):
-    """(mean, 1/sqrt(var + eps)) per row, sum and sum of squares in one reduction (as the Triton kernel's ONE_PASS)."""
-    s1, s2 = gl.reduce((x, x * x), 1, _add2)
+def _row_sum(x, buf, BT: gl.constexpr):
+    """Warp w's partial row sums of a [BT, 64] MZ tile (over its 16 columns) into column w of `buf` ([BT, 4])."""
+    buf.store(gl.sum(gl.sum(gl.reshape(x, [BT, 2, 4, 8]), axis=3), axis=1))
+
+
+@gluon.jit
+def _sums2(a, b, scr, BAR1: gl.constexpr, BT: gl.constexpr):
+    """Row sums of two [BT, 64] MZ tiles. BAR1: with one CTA barrier (gl.reduce's cross-warp step costs more): the
+    warps' partial sums go to shared memory (`scr`, two [BT, 4] fp32 buffers that no other reduction of the
+    mini-batch uses, so no barrier is needed before the write) and every thread adds the four of its rows."""
+    if BAR1:
+        _row_sum(a, scr[0], BT)
+        _row_sum(b, scr[1], BT)
+        gl.thread_barrier()
+        sa = gl.sum(scr[0].load(P4), axis=1)
+        sb = gl.sum(scr[1].load(P4), axis=1)
+        return gl.convert_layout(sa, ROW, assert_trivial=True), gl.convert_layout(sb, ROW, assert_trivial=True)
+    else:
+        return gl.reduce((a, b), 1, _add2)
+
+
+@gluon.jit
+def _stats(x, scr, D: gl.constexpr, eps, BAR1: gl.constexpr, BT: gl.constexpr):
+    s1, s2 = _sums2(x, x * x, scr, BAR1, BT)
     mu = s1 / D
     return mu, 1.0 / gl.sqrt(gl.maximum(s2 / D - mu * mu, 0.0) + eps)
 
@@ -79,12 +109,13 @@ def _stage_rows(buf, p, t0, T, stride_t, BS, D: gl.constexpr, BT: gl.constexpr):
 
 @gluon.jit
 def _mini_batch(
-    qb, kb, vb, es, es2, eta, Wb, bv, Wacc_b, bacc, te_out, te_acc, scale, ln_w, ln_b, o_p, t0, T, stride_ot, BS,
-    eps, MASKED: gl.constexpr, HAS_ACC: gl.constexpr, FLA_RESIDUAL: gl.constexpr, D: gl.constexpr,
-    BT: gl.constexpr,
+    qb, kb, vb, es, es2, scr, eta, Wb, bv, Wacc_b, bacc, te_out, te_acc, scale, ln_w, ln_b, o_p, t0, T, stride_ot,
+    BS, eps, MASKED: gl.constexpr, HAS_ACC: gl.constexpr, FLA_RESIDUAL: gl.constexpr, BAR1: gl.constexpr,
+    D: gl.constexpr, BT: gl.constexpr,
 ):  # fmt: skip
     """One mini-batch from its tiles in shared memory: writes its outputs, leaves eg' in `es` / `es2` (plain and with
-    its columns permuted by pi) and returns eg' = scale * eta * G (rows outside the mini-batch zero when MASKED).
+    its columns permuted by pi) and returns eg' = scale * eta * G (rows outside the mini-batch zero when MASKED) and K
+    as the update's B operand. Its q/k/v buffers are free once it returns (the caller may copy into them).
     Zq = Q W + b - te_acc (Q W_acc + b_acc) [HAS_ACC] - tril(te_out (Q K^T + 1)) eg'."""
     rows = gl.arange(0, BT, layout=ROW)
     cols = gl.arange(0, D, layout=COL)
@@ -92,10 +123,10 @@ def _mini_batch(
     qa = qb.load(AZ)
     z = mma_v2(kb.load(AZ), Wb, zero + bv[None, :])
     y = vb.load(MZ).to(gl.float32) - kb.load(MZ).to(gl.float32)
-    mu, rstd = _row_stats(z, D, eps)
+    mu, rstd = _stats(z, scr[0], D, eps, BAR1, BT)
     xhat = (z - mu[:, None]) * rstd[:, None]
     gx = (ln_w[None, :] * xhat + ln_b[None, :] - y) * ln_w[None, :]
-    sg, sgx = gl.reduce((gx, gx * xhat), 1, _add2)
+    sg, sgx = _sums2(gx, gx * xhat, scr[1], BAR1, BT)
     g = (D * gx - sg[:, None] - xhat * sgx[:, None]) * (rstd / D)[:, None]
     eg = g * (eta * scale)[:, None]
     t = t0 + rows
@@ -112,42 +143,59 @@ def _mini_batch(
     s_c = gl.arange(0, BT, layout=gl.SliceLayout(0, MS))
     te_s = gl.convert_layout(te_out, gl.SliceLayout(1, MS))
     att = gl.where(s_r[:, None] >= s_c[None, :], -te_s[:, None] * (s + 1.0), 0.0)
+    kbt = kb.load(BTL)  # the update's B operand, and the residual: every q/k/v read comes before the barrier
+    if not FLA_RESIDUAL:
+        qc = qb.load(MZ).to(gl.float32)
     es.store(egb)
     es2.store(gl.reshape(gl.permute(gl.reshape(egb, [BT, 2, 4, 8]), (0, 2, 1, 3)), [BT, D]))
-    gl.thread_barrier()
+    gl.thread_barrier()  # eg' visible to every warp; every warp is done with this mini-batch's q/k/v buffers
     zq = mma_v2(qa, Wb, zero + bv[None, :])
     if HAS_ACC:
         zq -= te_acc[:, None] * mma_v2(qa, Wacc_b, zero + bacc[None, :])
     zq = mma_v2(gl.convert_layout(att.to(gl.bfloat16), AZ, assert_trivial=True), es.load(BZ), zq)
-    mo, ro = _row_stats(zq, D, eps)
+    mo, ro = _stats(zq, scr[2], D, eps, BAR1, BT)
     ln_o = (zq - mo[:, None]) * ro[:, None] * ln_w[None, :] + ln_b[None, :]
     if FLA_RESIDUAL:
         out = zq + ln_o
     else:
-        out = qb.load(MZ).to(gl.float32) + ln_o
+        out = qc + ln_o
     o_ofs = t[:, None] * stride_ot + cols[None, :]
     if MASKED:
         gl.store(o_p + o_ofs, out.to(gl.bfloat16), mask=valid[:, None] & (cols < D)[None, :])
     else:
         gl.store(o_p + o_ofs, out.to(gl.bfloat16))
-    return eg
+    return eg, kbt
 
 
 @gluon.jit
-def _update(es2, kb, acc):
-    """acc + K^T eg' in S's layout: acc[r, :] + sum_t eg'[t, pi(r)] k[t, :]."""
-    return mma_v2(es2.permute((1, 0)).load(AT), kb.load(BTL), acc)
+def _update(es2, kbt, acc):
+    """acc + K^T eg' in S's layout: acc[r, :] + sum_t eg'[t, pi(r)] k[t, :] (kbt: K as the B operand)."""
+    return mma_v2(es2.permute((1, 0)).load(AT), kbt, acc)
+
+
+@gluon.jit
+def _copy_tiles(qs, ks, vs, q_p, k_p, v_p, t0, T, stride_t, D: gl.constexpr, BT: gl.constexpr):
+    """Rows t0 + [0, BT) of q, k, v into shared memory by cp.async, as one commit group (rows past T not copied)."""
+    r = gl.arange(0, BT, layout=gl.SliceLayout(1, LD))
+    c = gl.arange(0, D, layout=gl.SliceLayout(0, LD))
+    ofs = (t0 + r)[:, None] * stride_t + c[None, :]
+    ok = ((t0 + r) < T)[:, None] & (c < D)[None, :]
+    async_copy.async_copy_global_to_shared(qs, q_p + ofs, mask=ok)
+    async_copy.async_copy_global_to_shared(ks, k_p + ofs, mask=ok)
+    async_copy.async_copy_global_to_shared(vs, v_p + ofs, mask=ok)
+    async_copy.commit_group()
 
 
 @gluon.jit
 def _main_loop(
-    q_p, k_p, v_p, e_p, o_p, qs, ks, vs, es, es2, n_head, n_full, T, stride_qt, stride_et, stride_ot, BS, S, bv,
-    te, te_last, ln_w, ln_b, eps, FOLD: gl.constexpr, FLA_RESIDUAL: gl.constexpr, D: gl.constexpr, BT: gl.constexpr,
+    q_p, k_p, v_p, e_p, o_p, qs, ks, vs, es, es2, scr, n_head, n_full, T, stride_qt, stride_et, stride_ot, BS, S, bv,
+    te, te_last, ln_w, ln_b, eps, FOLD: gl.constexpr, FLA_RESIDUAL: gl.constexpr, BAR1: gl.constexpr,
+    NBUF: gl.constexpr, D: gl.constexpr, BT: gl.constexpr,
 ):  # fmt: skip
-    """Full mini-batches from t = n_head, q/k/v one mini-batch ahead by cp.async. FOLD (te_last != 0): the update
-    W <- W - te_last K^T (eta G) is the MMA's own accumulate, W += K^T eg' with eg' = -te_last eta G, and the output
-    path's te is scaled by 1 / -te_last so its product with eg' is unchanged. Without FOLD (te_last = 0) the state
-    does not change."""
+    """Full mini-batches from t = n_head, q/k/v by cp.async into a ring of NBUF buffers. FOLD (te_last != 0): the
+    update W <- W - te_last K^T (eta G) is the MMA's own accumulate, W += K^T eg' with eg' = -te_last eta G, and the
+    output path's te is scaled by 1 / -te_last so its product with eg' is unchanged. Without FOLD (te_last = 0) the
+    state does not change."""
     rows = gl.arange(0, BT, layout=ROW)
     if FOLD:
         scale = -te_last
@@ -155,36 +203,28 @@ def _main_loop(
     else:
         scale = te_last * 0.0 + 1.0
         te_out = te
-    lr = gl.arange(0, BT, layout=gl.SliceLayout(1, LD))
-    lc = gl.arange(0, D, layout=gl.SliceLayout(0, LD))
-    ld_ofs = lr[:, None] * stride_qt + lc[None, :]
-    first = ((n_head + lr) < T)[:, None] & (lc < D)[None, :]
-    async_copy.async_copy_global_to_shared(qs.index(0), q_p + n_head * stride_qt + ld_ofs, mask=first)
-    async_copy.async_copy_global_to_shared(ks.index(0), k_p + n_head * stride_qt + ld_ofs, mask=first)
-    async_copy.async_copy_global_to_shared(vs.index(0), v_p + n_head * stride_qt + ld_ofs, mask=first)
-    async_copy.commit_group()
+    for i in gl.static_range(NBUF - 1):
+        _copy_tiles(qs.index(i), ks.index(i), vs.index(i), q_p, k_p, v_p, n_head + i * BS, T, stride_qt, D, BT)
     eta_n = gl.load(e_p + (n_head + rows) * stride_et, mask=n_head + rows < T, other=0.0).to(gl.float32)
     for c in range(0, n_full):
         t0 = n_head + c * BS
-        st = c % 2
-        gl.thread_barrier()  # every warp is done with the buffers the next copy and this mini-batch's eg' overwrite
-        nxt = ((t0 + BS + lr) < T)[:, None] & (lc < D)[None, :]
-        async_copy.async_copy_global_to_shared(qs.index(1 - st), q_p + (t0 + BS) * stride_qt + ld_ofs, mask=nxt)
-        async_copy.async_copy_global_to_shared(ks.index(1 - st), k_p + (t0 + BS) * stride_qt + ld_ofs, mask=nxt)
-        async_copy.async_copy_global_to_shared(vs.index(1 - st), v_p + (t0 + BS) * stride_qt + ld_ofs, mask=nxt)
-        async_copy.commit_group()
-        async_copy.wait_group(1)
-        gl.thread_barrier()  # this mini-batch's tiles are visible to every warp
+        st = c % NBUF
+        async_copy.wait_group(NBUF - 2)  # this mini-batch's copy has landed; a later one may be in flight
+        gl.thread_barrier()  # its tiles are visible to every warp
         eta = eta_n
         eta_n = gl.load(e_p + (t0 + BS + rows) * stride_et, mask=t0 + BS + rows < T, other=0.0).to(gl.float32)
-        kb = ks.index(st)
         Wb = _as_b(S, D)
-        eg = _mini_batch(
-            qs.index(st), kb, vs.index(st), es, es2, eta, Wb, bv, Wb, bv, te_out, te_out, scale, ln_w, ln_b, o_p,
-            t0, T, stride_ot, BS, eps, False, False, FLA_RESIDUAL, D, BT,
+        eg, kbt = _mini_batch(
+            qs.index(st), ks.index(st), vs.index(st), es, es2, scr, eta, Wb, bv, Wb, bv, te_out, te_out, scale,
+            ln_w, ln_b, o_p, t0, T, stride_ot, BS, eps, False, False, FLA_RESIDUAL, BAR1, D, BT,
         )  # fmt: skip
+        # The copy NBUF - 1 mini-batches ahead goes behind _mini_batch's last barrier, after every read of this
+        # one's buffers, into the buffer that mini-batch c - 1 used: it needs no barrier of its own.
+        nb = (c + NBUF - 1) % NBUF
+        t_nb = t0 + (NBUF - 1) * BS
+        _copy_tiles(qs.index(nb), ks.index(nb), vs.index(nb), q_p, k_p, v_p, t_nb, T, stride_qt, D, BT)
         if FOLD:
-            S = _update(es2, kb, S)
+            S = _update(es2, kbt, S)
             bv += gl.sum(eg, axis=0)
     async_copy.wait_group(0)
     gl.thread_barrier()  # the buffers are free for the tail
@@ -193,8 +233,9 @@ def _main_loop(
 
 @gluon.jit
 def _edge_mini_batch(
-    q_p, k_p, v_p, e_p, o_p, qs, ks, vs, es, es2, t0, T, stride_qt, stride_et, stride_ot, BS, S, bv, Sacc, bacc,
-    te, ln_w, ln_b, eps, HAS_ACC: gl.constexpr, FLA_RESIDUAL: gl.constexpr, D: gl.constexpr, BT: gl.constexpr,
+    q_p, k_p, v_p, e_p, o_p, qs, ks, vs, es, es2, scr, t0, T, stride_qt, stride_et, stride_ot, BS, S, bv, Sacc,
+    bacc, te, ln_w, ln_b, eps, HAS_ACC: gl.constexpr, FLA_RESIDUAL: gl.constexpr, BAR1: gl.constexpr,
+    D: gl.constexpr, BT: gl.constexpr,
 ):  # fmt: skip
     """A partial mini-batch (rows t0 + [0, BT) clipped to [0, T)): the head chunk (HAS_ACC, t0 < 0) or the ragged
     tail. Writes its outputs and returns (Sacc + K^T (eta G) in S's layout, bacc + sum_j eta_j G_j)."""
@@ -205,11 +246,11 @@ def _edge_mini_batch(
     t = t0 + rows
     eta = gl.load(e_p + t * stride_et, mask=(rows < BS) & (t >= 0) & (t < T), other=0.0).to(gl.float32)
     gl.thread_barrier()
-    eg = _mini_batch(
-        qs.index(0), ks.index(0), vs.index(0), es, es2, eta, _as_b(S, D), bv, _as_b(Sacc, D), bacc, te, te, 1.0,
-        ln_w, ln_b, o_p, t0, T, stride_ot, BS, eps, True, HAS_ACC, FLA_RESIDUAL, D, BT,
+    eg, kbt = _mini_batch(
+        qs.index(0), ks.index(0), vs.index(0), es, es2, scr, eta, _as_b(S, D), bv, _as_b(Sacc, D), bacc, te, te,
+        1.0, ln_w, ln_b, o_p, t0, T, stride_ot, BS, eps, True, HAS_ACC, FLA_RESIDUAL, BAR1, D, BT,
     )  # fmt: skip
-    Sacc = _update(es2, ks.index(0), Sacc)
+    Sacc = _update(es2, kbt, Sacc)
     gl.thread_barrier()  # shared memory is free again
     return Sacc, bacc + gl.sum(eg, axis=0)
 
@@ -219,7 +260,7 @@ def _ttt_linear_prefill_gluon_kernel(
     q_ptr, k_ptr, v_ptr, eta_ptr, te_ptr, lnw_ptr, lnb_ptr, W_ptr, b_ptr, Wacc_ptr, bacc_ptr, off_ptr,
     o_ptr, Wo_ptr, bo_ptr, Wacco_ptr, bacco_ptr, T, H, BS,
     stride_qb, stride_qh, stride_qt, stride_eb, stride_eh, stride_et, stride_ob, stride_oh, stride_ot, eps,
-    FLA_RESIDUAL: gl.constexpr, D: gl.constexpr, BT: gl.constexpr,
+    FLA_RESIDUAL: gl.constexpr, BAR1: gl.constexpr, NBUF: gl.constexpr, D: gl.constexpr, BT: gl.constexpr,
 ):  # fmt: skip
     pid = gl.program_id(0)
     bi = pid // H
@@ -241,18 +282,25 @@ def _ttt_linear_prefill_gluon_kernel(
     ln_b = gl.load(lnb_ptr + hi * D + cols)
     te = gl.load(te_ptr + rows)
     te_last = gl.load(te_ptr + BS - 1)
-    qs = gl.allocate_shared_memory(gl.bfloat16, [2, BT, D], SH)
-    ks = gl.allocate_shared_memory(gl.bfloat16, [2, BT, D], SH)
-    vs = gl.allocate_shared_memory(gl.bfloat16, [2, BT, D], SH)
+    qs = gl.allocate_shared_memory(gl.bfloat16, [NBUF, BT, D], SH)
+    ks = gl.allocate_shared_memory(gl.bfloat16, [NBUF, BT, D], SH)
+    vs = gl.allocate_shared_memory(gl.bfloat16, [NBUF, BT, D], SH)
     es = gl.allocate_shared_memory(gl.bfloat16, [BT, D], SH)
     es2 = gl.allocate_shared_memory(gl.bfloat16, [BT, D], SH)
+    # BAR1's scratch: two buffers for each of a mini-batch's three row reductions, each its own allocation (the
+    # barrier analysis takes slices of one allocation for overlapping, and would put a barrier before each write)
+    scr = (
+        (gl.allocate_shared_memory(gl.float32, [BT, 4], SCR), gl.allocate_shared_memory(gl.float32, [BT, 4], SCR)),
+        (gl.allocate_shared_memory(gl.float32, [BT, 4], SCR), gl.allocate_shared_memory(gl.float32, [BT, 4], SCR)),
+        (gl.allocate_shared_memory(gl.float32, [BT, 4], SCR), gl.allocate_shared_memory(gl.float32, [BT, 4], SCR)),
+    )
 
     o0 = gl.load(off_ptr).to(gl.int32)  # tokens of the current mini-batch already consumed (read on the device)
     n_head = o0 * 0
     if o0 > 0:  # head chunk: finish the partial mini-batch the state started in (rows o0..BS-1 map to t = 0..)
         Sacc, bacc = _edge_mini_batch(
-            q_p, k_p, v_p, e_p, o_p, qs, ks, vs, es, es2, -o0, T, stride_qt, stride_et, stride_ot, BS, S, bv,
-            gl.load(Wacc_ptr + s_ofs), gl.load(bacc_ptr + vofs), te, ln_w, ln_b, eps, True, FLA_RESIDUAL, D, BT,
+            q_p, k_p, v_p, e_p, o_p, qs, ks, vs, es, es2, scr, -o0, T, stride_qt, stride_et, stride_ot, BS, S, bv,
+            gl.load(Wacc_ptr + s_ofs), gl.load(bacc_ptr + vofs), te, ln_w, ln_b, eps, True, FLA_RESIDUAL, BAR1, D, BT,
         )  # fmt: skip
         n_head = gl.minimum(BS - o0, T)
         if o0 + T >= BS:  # the mini-batch completes: fold it into W, b
@@ -265,21 +313,21 @@ def _ttt_linear_prefill_gluon_kernel(
     n_full = (T - n_head) // BS
     if te_last != 0:
         S, bv = _main_loop(
-            q_p, k_p, v_p, e_p, o_p, qs, ks, vs, es, es2, n_head, n_full, T, stride_qt, stride_et, stride_ot, BS,
-            S, bv, te, te_last, ln_w, ln_b, eps, True, FLA_RESIDUAL, D, BT,
+            q_p, k_p, v_p, e_p, o_p, qs, ks, vs, es, es2, scr, n_head, n_full, T, stride_qt, stride_et, stride_ot, BS,
+            S, bv, te, te_last, ln_w, ln_b, eps, True, FLA_RESIDUAL, BAR1, NBUF, D, BT,
         )  # fmt: skip
     else:  # a zero te_last (no update) cannot be folded into the scale
         S, bv = _main_loop(
-            q_p, k_p, v_p, e_p, o_p, qs, ks, vs, es, es2, n_head, n_full, T, stride_qt, stride_et, stride_ot, BS,
-            S, bv, te, te_last, ln_w, ln_b, eps, False, FLA_RESIDUAL, D, BT,
+            q_p, k_p, v_p, e_p, o_p, qs, ks, vs, es, es2, scr, n_head, n_full, T, stride_qt, stride_et, stride_ot, BS,
+            S, bv, te, te_last, ln_w, ln_b, eps, False, FLA_RESIDUAL, BAR1, NBUF, D, BT,
         )  # fmt: skip
 
     t_tail = n_head + n_full * BS
     if t_tail < T:  # ragged tail: its gradient sums go to the accumulators
         dS, db = _edge_mini_batch(
-            q_p, k_p, v_p, e_p, o_p, qs, ks, vs, es, es2, t_tail, T, stride_qt, stride_et, stride_ot, BS, S, bv,
+            q_p, k_p, v_p, e_p, o_p, qs, ks, vs, es, es2, scr, t_tail, T, stride_qt, stride_et, stride_ot, BS, S, bv,
             gl.full([D, D], 0.0, gl.float32, MT), gl.full([D], 0.0, gl.float32, COL), te, ln_w, ln_b, eps, False,
-            FLA_RESIDUAL, D, BT,
+            FLA_RESIDUAL, BAR1, D, BT,
         )  # fmt: skip
         gl.store(Wacco_ptr + s_ofs, dS)
         gl.store(bacco_ptr + vofs, db)
@@ -340,9 +388,12 @@ def launch(
     eps: float,
     fla_residual: bool = False,
     maxnreg: int | None = None,
+    bar1: bool = True,
+    nbuf: int = 2,
 ) -> None:
     """Runs the kernel into `out` and the output state tensors (float32, contiguous); inputs as checked by
-    `unsupported`. maxnreg: None is MAXNREG, 0 no cap."""
+    `unsupported`. maxnreg: None is MAXNREG, 0 no cap. bar1: row sums with one CTA barrier each and a 3-deep q/k/v
+    ring (5 barriers a mini-batch instead of 10). nbuf: q/k/v buffers in the cp.async ring (2 or 3)."""
     B, H, T, D = q.shape
     cap = MAXNREG if maxnreg is None else maxnreg
     f32 = [x.float().contiguous() for x in (token_eta, ln_w, ln_b, W, b, W_acc, b_acc)]
@@ -350,5 +401,5 @@ def launch(
         q, k, v, eta, *f32, offset, out, Wo, bo, Wao, bao, T, H, BS_GLUON,
         q.stride(0), q.stride(1), q.stride(2), eta.stride(0), eta.stride(1), eta.stride(2),
         out.stride(0), out.stride(1), out.stride(2), eps,
-        FLA_RESIDUAL=fla_residual, D=D, BT=BS_GLUON, num_warps=4, **({"maxnreg": cap} if cap else {}),
+        FLA_RESIDUAL=fla_residual, BAR1=bar1, NBUF=nbuf, D=D, BT=BS_GLUON, num_warps=4, **({"maxnreg": cap} if cap else {}),
     )  # fmt: skip
