@@ -6,10 +6,10 @@
 # Usage: bash bench/notes/session8_run1_gpu.sh OUTDIR
 set -uo pipefail
 OUTDIR=$1; mkdir -p "$OUTDIR"; start=$(date +%s)
-timeout 200 python3 -m pytest -q -m gpu -p no:cacheprovider tests/ops/test_ttt_linear_gluon.py \
+timeout 240 python3 -m pytest -q -m gpu -p no:cacheprovider tests/ops/test_ttt_linear_gluon.py \
   tests/ops/test_ttt_linear_triton.py tests/ttt/test_ttt_fused.py 2>&1 | grep -v -i warn | tail -25 | tee "$OUTDIR"/pytest_gpu.txt
 echo "[pytest at $(( $(date +%s) - start )) s]"
 impls=ttt_linear/triton,ttt_linear/gluon,ttt_linear/gluon-bar2,ttt_linear/gluon-nb3,ttt_linear/gluon-bar2-nb3,ttt_linear/gluon-r0,ttt_linear/gluon-r128,ttt_linear/gluon-nb3-r0
-timeout 300 python3 -m bench.op --shapes a,b --impls $impls --rep-ms 100 --out "$OUTDIR" --name run1_gluon_caps 2>&1 \
+timeout 290 python3 -m bench.op --shapes a,b --impls $impls --rep-ms 100 --out "$OUTDIR" --name run1_gluon_caps 2>&1 \
   | grep -v "^ttt_linear/" | tail -120
 echo "[op screen at $(( $(date +%s) - start )) s]"
