@@ -63,3 +63,10 @@ def test_decode_weight_floor_from_params_and_bandwidth() -> None:
     c = decode_vs_weight_floor(dec(1.6))[0]
     assert c.verdict == "no" and "step/floor 1.60-1.60 (floor 1.000 ms" in c.detail
     assert decode_vs_weight_floor(_rows(3.0))[0].verdict == "not measured"
+
+
+def test_ours_is_the_gluon_kernel_where_it_ran() -> None:
+    """Where ttt_linear/gluon rows exist they are judged (what backend='auto' runs); elsewhere the Triton kernel's."""
+    rows = pd.concat([_rows(3.0), normalize(pd.DataFrame([_op("ttt_linear/gluon", "a", 1024, 64, 2.0)]))])
+    c = linear_vs_fla(rows)[0]
+    assert c.verdict == "no" and "worst 1.10 at (a) T=1024 B=64" in c.detail and "(b) 4096x16: 3.00" in c.detail
