@@ -5,8 +5,8 @@ mini-batch 16, bf16 q/k/v/eta/out, fp32 state, 16-aligned pointers and strides, 
 
     PYTHONPATH=/tmp/t36 TRITON_PTXAS_PATH=$P .venv/bin/python bench/notes/ttt_linear_compile.py "" la2 gluon gluon-r0
 
-A name 'gluon[-rN][-bar1][-nb3]' compiles the Gluon kernel (ttt/ops/ttt_linear/prefill_gluon.py; rN the register cap, r0
-none; bar1 its one-barrier row sums; nb3 a ring of 3 q/k/v buffers).
+A name 'gluon[-rN][-bar2][-nb3][-early]' compiles the Gluon kernel (ttt/ops/ttt_linear/prefill_gluon.py; rN the register cap, r0
+none; bar2 gl.reduce's row sums; nb3 a ring of 3 q/k/v buffers; early the off-chain products first).
 """
 
 from __future__ import annotations
@@ -59,7 +59,15 @@ def compile_gluon(name: str):
     cap = next((int(p[1:]) for p in name.split("-")[1:] if p.startswith("r")), prefill_gluon.MAXNREG)
     opts = {"num_warps": 4} | ({"maxnreg": cap} if cap else {})
     parts = name.split("-")
-    consts = dict(FLA_RESIDUAL=False, BAR1="bar1" in parts, NBUF=3 if "nb3" in parts else 2, D=64, BT=16, stride_et=1)
+    consts = dict(
+        FLA_RESIDUAL=False,
+        BAR1="bar2" not in parts,
+        EARLY="early" in parts,
+        NBUF=3 if "nb3" in parts else 2,
+        D=64,
+        BT=16,
+        stride_et=1,
+    )
     return _compile(prefill_gluon._ttt_linear_prefill_gluon_kernel, consts, opts, GluonASTSource)
 
 

@@ -54,7 +54,9 @@ def _run(B, H, T, pre, seed, last=None):
     ],  # fmt: skip
 )
 @pytest.mark.parametrize(
-    "knobs", [{}, {"bar1": False}, {"nbuf": 3}, {"bar1": False, "nbuf": 3}], ids=["default", "bar2", "nb3", "bar2-nb3"]
+    "knobs",
+    [{}, {"bar1": False}, {"nbuf": 3}, {"bar1": False, "nbuf": 3}, {"early": True}],
+    ids=["default", "bar2", "nb3", "bar2-nb3", "early"],
 )
 def test_gluon_matches_definition_and_triton(B, H, T, pre, last, knobs):
     q, k, v, eta, te, lw, lb, st = _run(B, H, T, pre, seed=T + pre, last=last)

@@ -576,6 +576,7 @@ def ttt_linear_prefill(
     backend: str = "auto",
     bar1: bool = True,
     nbuf: int = 2,
+    early: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Tensor-level entry: returns (out, W, b, W_acc, b_acc, offset), the state as new tensors.
 
@@ -590,8 +591,8 @@ def ttt_linear_prefill(
     `fused_ln_grad`: LayerNorm statistics and the backward's row sums from one reduction (slower on an H200).
     `backend`: "triton" (this kernel), "gluon" (prefill_gluon.py: bf16 q/k/v, d = 64, mini-batch 16, bf16
     operands, float32 state, CUDA; 11-13% faster on an H200), or "auto": gluon where it applies and no Triton-only
-    knob is set, else triton (`resolve_backend` says which, for result rows). `bar1`, `nbuf`: the Gluon kernel's
-    one-barrier row sums and its q/k/v ring depth (prefill_gluon.launch).
+    knob is set, else triton (`resolve_backend` says which, for result rows). `bar1`, `nbuf`, `early`: the Gluon
+    kernel's one-barrier row sums, its q/k/v ring depth, and its off-chain products' placement (prefill_gluon.launch).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: expected one of {PRECISIONS}")
@@ -619,7 +620,7 @@ def ttt_linear_prefill(
 
         prefill_gluon.launch(
             q, k, v, eta, token_eta, ln_w, ln_b, W, b, W_acc, b_acc, offset, out, Wo, bo, Wao, bao,
-            eps=eps, fla_residual=fla_residual, maxnreg=maxnreg, bar1=bar1, nbuf=nbuf,
+            eps=eps, fla_residual=fla_residual, maxnreg=maxnreg, bar1=bar1, nbuf=nbuf, early=early,
         )  # fmt: skip
         return out, Wo, bo, Wao, bao, (offset + T) % mini_batch_size
     BT = max(16, triton.next_power_of_2(mini_batch_size))  # tl.dot needs >= 16 rows; extra rows are masked

@@ -108,10 +108,34 @@ def _stage_rows(buf, p, t0, T, stride_t, BS, D: gl.constexpr, BT: gl.constexpr):
 
 
 @gluon.jit
+def _attention(qb, kb, te_out, BT: gl.constexpr):
+    """-tril(te_out (Q K^T + 1)) as the A operand of its product with eg' (AZ). Q K^T is computed in full by every
+    warp (MS: the 16 x 16 tile replicated over the warps), so that its fragments are that operand as they stand."""
+    MS: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[4, 1], instr_shape=[16, 8])
+    kt = kb.permute((1, 0)).load(gl.DotOperandLayout(1, MS, 2))
+    s = mma_v2(qb.load(gl.DotOperandLayout(0, MS, 2)), kt, gl.full([BT, BT], 0.0, gl.float32, MS))
+    s_r = gl.arange(0, BT, layout=gl.SliceLayout(1, MS))
+    s_c = gl.arange(0, BT, layout=gl.SliceLayout(0, MS))
+    te_s = gl.convert_layout(te_out, gl.SliceLayout(1, MS))
+    att = gl.where(s_r[:, None] >= s_c[None, :], -te_s[:, None] * (s + 1.0), 0.0)
+    return gl.convert_layout(att.to(gl.bfloat16), AZ, assert_trivial=True)
+
+
+@gluon.jit
+def _zq_state(qa, Wb, bv, Wacc_b, bacc, te_acc, HAS_ACC: gl.constexpr, D: gl.constexpr, BT: gl.constexpr):
+    """Q W + b (- te_acc (Q W_acc + b_acc) with HAS_ACC): Zq's part from the state at the mini-batch's start."""
+    zero = gl.full([BT, D], 0.0, gl.float32, MZ)
+    zq = mma_v2(qa, Wb, zero + bv[None, :])
+    if HAS_ACC:
+        zq -= te_acc[:, None] * mma_v2(qa, Wacc_b, zero + bacc[None, :])
+    return zq
+
+
+@gluon.jit
 def _mini_batch(
     qb, kb, vb, es, es2, scr, eta, Wb, bv, Wacc_b, bacc, te_out, te_acc, scale, ln_w, ln_b, o_p, t0, T, stride_ot,
     BS, eps, MASKED: gl.constexpr, HAS_ACC: gl.constexpr, FLA_RESIDUAL: gl.constexpr, BAR1: gl.constexpr,
-    D: gl.constexpr, BT: gl.constexpr,
+    EARLY: gl.constexpr, D: gl.constexpr, BT: gl.constexpr,
 ):  # fmt: skip
     """One mini-batch from its tiles in shared memory: writes its outputs, leaves eg' in `es` / `es2` (plain and with
     its columns permuted by pi) and returns eg' = scale * eta * G (rows outside the mini-batch zero when MASKED) and K
@@ -122,6 +146,9 @@ def _mini_batch(
     zero = gl.full([BT, D], 0.0, gl.float32, MZ)
     qa = qb.load(AZ)
     z = mma_v2(kb.load(AZ), Wb, zero + bv[None, :])
+    if EARLY:  # off the chain: issued beside it, ahead of its first barrier
+        zq = _zq_state(qa, Wb, bv, Wacc_b, bacc, te_acc, HAS_ACC, D, BT)
+        att = _attention(qb, kb, te_out, BT)
     y = vb.load(MZ).to(gl.float32) - kb.load(MZ).to(gl.float32)
     mu, rstd = _stats(z, scr[0], D, eps, BAR1, BT)
     xhat = (z - mu[:, None]) * rstd[:, None]
@@ -134,25 +161,17 @@ def _mini_batch(
     if MASKED:
         eg = gl.where(valid[:, None], eg, 0.0)
     egb = eg.to(gl.bfloat16)
-    # Q K^T by every warp in full (MS: the 16 x 16 tile replicated over the warps), so that its fragments are the A
-    # operand of the product with eg' as they stand
-    MS: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[4, 1], instr_shape=[16, 8])
-    kt = kb.permute((1, 0)).load(gl.DotOperandLayout(1, MS, 2))
-    s = mma_v2(qb.load(gl.DotOperandLayout(0, MS, 2)), kt, gl.full([BT, BT], 0.0, gl.float32, MS))
-    s_r = gl.arange(0, BT, layout=gl.SliceLayout(1, MS))
-    s_c = gl.arange(0, BT, layout=gl.SliceLayout(0, MS))
-    te_s = gl.convert_layout(te_out, gl.SliceLayout(1, MS))
-    att = gl.where(s_r[:, None] >= s_c[None, :], -te_s[:, None] * (s + 1.0), 0.0)
+    if not EARLY:
+        att = _attention(qb, kb, te_out, BT)
     kbt = kb.load(BTL)  # the update's B operand, and the residual: every q/k/v read comes before the barrier
     if not FLA_RESIDUAL:
         qc = qb.load(MZ).to(gl.float32)
     es.store(egb)
     es2.store(gl.reshape(gl.permute(gl.reshape(egb, [BT, 2, 4, 8]), (0, 2, 1, 3)), [BT, D]))
     gl.thread_barrier()  # eg' visible to every warp; every warp is done with this mini-batch's q/k/v buffers
-    zq = mma_v2(qa, Wb, zero + bv[None, :])
-    if HAS_ACC:
-        zq -= te_acc[:, None] * mma_v2(qa, Wacc_b, zero + bacc[None, :])
-    zq = mma_v2(gl.convert_layout(att.to(gl.bfloat16), AZ, assert_trivial=True), es.load(BZ), zq)
+    if not EARLY:
+        zq = _zq_state(qa, Wb, bv, Wacc_b, bacc, te_acc, HAS_ACC, D, BT)
+    zq = mma_v2(att, es.load(BZ), zq)
     mo, ro = _stats(zq, scr[2], D, eps, BAR1, BT)
     ln_o = (zq - mo[:, None]) * ro[:, None] * ln_w[None, :] + ln_b[None, :]
     if FLA_RESIDUAL:
@@ -190,7 +209,7 @@ def _copy_tiles(qs, ks, vs, q_p, k_p, v_p, t0, T, stride_t, D: gl.constexpr, BT:
 def _main_loop(
     q_p, k_p, v_p, e_p, o_p, qs, ks, vs, es, es2, scr, n_head, n_full, T, stride_qt, stride_et, stride_ot, BS, S, bv,
     te, te_last, ln_w, ln_b, eps, FOLD: gl.constexpr, FLA_RESIDUAL: gl.constexpr, BAR1: gl.constexpr,
-    NBUF: gl.constexpr, D: gl.constexpr, BT: gl.constexpr,
+    EARLY: gl.constexpr, NBUF: gl.constexpr, D: gl.constexpr, BT: gl.constexpr,
 ):  # fmt: skip
     """Full mini-batches from t = n_head, q/k/v by cp.async into a ring of NBUF buffers. FOLD (te_last != 0): the
     update W <- W - te_last K^T (eta G) is the MMA's own accumulate, W += K^T eg' with eg' = -te_last eta G, and the
@@ -216,7 +235,7 @@ def _main_loop(
         Wb = _as_b(S, D)
         eg, kbt = _mini_batch(
             qs.index(st), ks.index(st), vs.index(st), es, es2, scr, eta, Wb, bv, Wb, bv, te_out, te_out, scale,
-            ln_w, ln_b, o_p, t0, T, stride_ot, BS, eps, False, False, FLA_RESIDUAL, BAR1, D, BT,
+            ln_w, ln_b, o_p, t0, T, stride_ot, BS, eps, False, False, FLA_RESIDUAL, BAR1, EARLY, D, BT,
         )  # fmt: skip
         # The copy NBUF - 1 mini-batches ahead goes behind _mini_batch's last barrier, after every read of this
         # one's buffers, into the buffer that mini-batch c - 1 used: it needs no barrier of its own.
@@ -235,7 +254,7 @@ def _main_loop(
 def _edge_mini_batch(
     q_p, k_p, v_p, e_p, o_p, qs, ks, vs, es, es2, scr, t0, T, stride_qt, stride_et, stride_ot, BS, S, bv, Sacc,
     bacc, te, ln_w, ln_b, eps, HAS_ACC: gl.constexpr, FLA_RESIDUAL: gl.constexpr, BAR1: gl.constexpr,
-    D: gl.constexpr, BT: gl.constexpr,
+    EARLY: gl.constexpr, D: gl.constexpr, BT: gl.constexpr,
 ):  # fmt: skip
     """A partial mini-batch (rows t0 + [0, BT) clipped to [0, T)): the head chunk (HAS_ACC, t0 < 0) or the ragged
     tail. Writes its outputs and returns (Sacc + K^T (eta G) in S's layout, bacc + sum_j eta_j G_j)."""
@@ -248,7 +267,7 @@ def _edge_mini_batch(
     gl.thread_barrier()
     eg, kbt = _mini_batch(
         qs.index(0), ks.index(0), vs.index(0), es, es2, scr, eta, _as_b(S, D), bv, _as_b(Sacc, D), bacc, te, te,
-        1.0, ln_w, ln_b, o_p, t0, T, stride_ot, BS, eps, True, HAS_ACC, FLA_RESIDUAL, BAR1, D, BT,
+        1.0, ln_w, ln_b, o_p, t0, T, stride_ot, BS, eps, True, HAS_ACC, FLA_RESIDUAL, BAR1, EARLY, D, BT,
     )  # fmt: skip
     Sacc = _update(es2, kbt, Sacc)
     gl.thread_barrier()  # shared memory is free again
@@ -260,7 +279,8 @@ def _ttt_linear_prefill_gluon_kernel(
     q_ptr, k_ptr, v_ptr, eta_ptr, te_ptr, lnw_ptr, lnb_ptr, W_ptr, b_ptr, Wacc_ptr, bacc_ptr, off_ptr,
     o_ptr, Wo_ptr, bo_ptr, Wacco_ptr, bacco_ptr, T, H, BS,
     stride_qb, stride_qh, stride_qt, stride_eb, stride_eh, stride_et, stride_ob, stride_oh, stride_ot, eps,
-    FLA_RESIDUAL: gl.constexpr, BAR1: gl.constexpr, NBUF: gl.constexpr, D: gl.constexpr, BT: gl.constexpr,
+    FLA_RESIDUAL: gl.constexpr, BAR1: gl.constexpr, EARLY: gl.constexpr, NBUF: gl.constexpr, D: gl.constexpr,
+    BT: gl.constexpr,
 ):  # fmt: skip
     pid = gl.program_id(0)
     bi = pid // H
@@ -300,7 +320,7 @@ def _ttt_linear_prefill_gluon_kernel(
     if o0 > 0:  # head chunk: finish the partial mini-batch the state started in (rows o0..BS-1 map to t = 0..)
         Sacc, bacc = _edge_mini_batch(
             q_p, k_p, v_p, e_p, o_p, qs, ks, vs, es, es2, scr, -o0, T, stride_qt, stride_et, stride_ot, BS, S, bv,
-            gl.load(Wacc_ptr + s_ofs), gl.load(bacc_ptr + vofs), te, ln_w, ln_b, eps, True, FLA_RESIDUAL, BAR1, D, BT,
+            gl.load(Wacc_ptr + s_ofs), gl.load(bacc_ptr + vofs), te, ln_w, ln_b, eps, True, FLA_RESIDUAL, BAR1, EARLY, D, BT,
         )  # fmt: skip
         n_head = gl.minimum(BS - o0, T)
         if o0 + T >= BS:  # the mini-batch completes: fold it into W, b
@@ -314,12 +334,12 @@ def _ttt_linear_prefill_gluon_kernel(
     if te_last != 0:
         S, bv = _main_loop(
             q_p, k_p, v_p, e_p, o_p, qs, ks, vs, es, es2, scr, n_head, n_full, T, stride_qt, stride_et, stride_ot, BS,
-            S, bv, te, te_last, ln_w, ln_b, eps, True, FLA_RESIDUAL, BAR1, NBUF, D, BT,
+            S, bv, te, te_last, ln_w, ln_b, eps, True, FLA_RESIDUAL, BAR1, EARLY, NBUF, D, BT,
         )  # fmt: skip
     else:  # a zero te_last (no update) cannot be folded into the scale
         S, bv = _main_loop(
             q_p, k_p, v_p, e_p, o_p, qs, ks, vs, es, es2, scr, n_head, n_full, T, stride_qt, stride_et, stride_ot, BS,
-            S, bv, te, te_last, ln_w, ln_b, eps, False, FLA_RESIDUAL, BAR1, NBUF, D, BT,
+            S, bv, te, te_last, ln_w, ln_b, eps, False, FLA_RESIDUAL, BAR1, EARLY, NBUF, D, BT,
         )  # fmt: skip
 
     t_tail = n_head + n_full * BS
@@ -327,7 +347,7 @@ def _ttt_linear_prefill_gluon_kernel(
         dS, db = _edge_mini_batch(
             q_p, k_p, v_p, e_p, o_p, qs, ks, vs, es, es2, scr, t_tail, T, stride_qt, stride_et, stride_ot, BS, S, bv,
             gl.full([D, D], 0.0, gl.float32, MT), gl.full([D], 0.0, gl.float32, COL), te, ln_w, ln_b, eps, False,
-            FLA_RESIDUAL, BAR1, D, BT,
+            FLA_RESIDUAL, BAR1, EARLY, D, BT,
         )  # fmt: skip
         gl.store(Wacco_ptr + s_ofs, dS)
         gl.store(bacco_ptr + vofs, db)
@@ -390,10 +410,12 @@ def launch(
     maxnreg: int | None = None,
     bar1: bool = True,
     nbuf: int = 2,
+    early: bool = False,
 ) -> None:
     """Runs the kernel into `out` and the output state tensors (float32, contiguous); inputs as checked by
     `unsupported`. maxnreg: None is MAXNREG, 0 no cap. bar1: row sums with one CTA barrier each and a 3-deep q/k/v
-    ring (5 barriers a mini-batch instead of 10). nbuf: q/k/v buffers in the cp.async ring (2 or 3)."""
+    ring (5 barriers a mini-batch instead of 10). nbuf: q/k/v buffers in the cp.async ring (2 or 3). early: Zq's state part and Q K^T issued beside
+    the chain, ahead of its first barrier, instead of after it."""
     B, H, T, D = q.shape
     cap = MAXNREG if maxnreg is None else maxnreg
     f32 = [x.float().contiguous() for x in (token_eta, ln_w, ln_b, W, b, W_acc, b_acc)]
@@ -401,5 +423,5 @@ def launch(
         q, k, v, eta, *f32, offset, out, Wo, bo, Wao, bao, T, H, BS_GLUON,
         q.stride(0), q.stride(1), q.stride(2), eta.stride(0), eta.stride(1), eta.stride(2),
         out.stride(0), out.stride(1), out.stride(2), eps,
-        FLA_RESIDUAL=fla_residual, BAR1=bar1, NBUF=nbuf, D=D, BT=BS_GLUON, num_warps=4, **({"maxnreg": cap} if cap else {}),
+        FLA_RESIDUAL=fla_residual, BAR1=bar1, EARLY=early, NBUF=nbuf, D=D, BT=BS_GLUON, num_warps=4, **({"maxnreg": cap} if cap else {}),
     )  # fmt: skip
