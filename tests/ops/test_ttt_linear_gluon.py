@@ -55,8 +55,16 @@ def _run(B, H, T, pre, seed, last=None):
 )
 @pytest.mark.parametrize(
     "knobs",
-    [{}, {"bar1": False}, {"nbuf": 3}, {"bar1": False, "nbuf": 3}, {"early": True}],
-    ids=["default", "bar2", "nb3", "bar2-nb3", "early"],
+    [
+        {},
+        {"bar1": False},
+        {"nbuf": 3},
+        {"bar1": False, "nbuf": 3},
+        {"early": True},
+        {"defer_out": True},
+        {"defer_out": True, "early": True, "nbuf": 3},
+    ],
+    ids=["default", "bar2", "nb3", "bar2-nb3", "early", "defer", "defer-early-nb3"],
 )
 def test_gluon_matches_definition_and_triton(B, H, T, pre, last, knobs):
     q, k, v, eta, te, lw, lb, st = _run(B, H, T, pre, seed=T + pre, last=last)

@@ -577,6 +577,7 @@ def ttt_linear_prefill(
     bar1: bool = True,
     nbuf: int = 2,
     early: bool = False,
+    defer_out: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Tensor-level entry: returns (out, W, b, W_acc, b_acc, offset), the state as new tensors.
 
@@ -591,8 +592,9 @@ def ttt_linear_prefill(
     `fused_ln_grad`: LayerNorm statistics and the backward's row sums from one reduction (slower on an H200).
     `backend`: "triton" (this kernel), "gluon" (prefill_gluon.py: bf16 q/k/v, d = 64, mini-batch 16, bf16
     operands, float32 state, CUDA; 11-13% faster on an H200), or "auto": gluon where it applies and no Triton-only
-    knob is set, else triton (`resolve_backend` says which, for result rows). `bar1`, `nbuf`, `early`: the Gluon
-    kernel's one-barrier row sums, its q/k/v ring depth, and its off-chain products' placement (prefill_gluon.launch).
+    knob is set, else triton (`resolve_backend` says which, for result rows). `bar1`, `nbuf`, `early`, `defer_out`: the
+    Gluon kernel's one-barrier row sums, q/k/v ring depth, off-chain products' placement, and output LayerNorm one
+    mini-batch late (prefill_gluon.launch).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: expected one of {PRECISIONS}")
@@ -620,7 +622,7 @@ def ttt_linear_prefill(
 
         prefill_gluon.launch(
             q, k, v, eta, token_eta, ln_w, ln_b, W, b, W_acc, b_acc, offset, out, Wo, bo, Wao, bao,
-            eps=eps, fla_residual=fla_residual, maxnreg=maxnreg, bar1=bar1, nbuf=nbuf, early=early,
+            eps=eps, fla_residual=fla_residual, maxnreg=maxnreg, bar1=bar1, nbuf=nbuf, early=early, defer_out=defer_out,
         )  # fmt: skip
         return out, Wo, bo, Wao, bao, (offset + T) % mini_batch_size
     BT = max(16, triton.next_power_of_2(mini_batch_size))  # tl.dot needs >= 16 rows; extra rows are masked

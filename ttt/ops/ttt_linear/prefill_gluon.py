@@ -74,6 +74,20 @@ def _row_sum(x, buf, BT: gl.constexpr):
 
 
 @gluon.jit
+def _load_sums(scr):
+    """The row sums whose warp partials `_row_sum` left in the pair `scr` (after a barrier), in ROW."""
+    sa = gl.sum(scr[0].load(P4), axis=1)
+    sb = gl.sum(scr[1].load(P4), axis=1)
+    return gl.convert_layout(sa, ROW, assert_trivial=True), gl.convert_layout(sb, ROW, assert_trivial=True)
+
+
+@gluon.jit
+def _mean_rstd(s1, s2, D: gl.constexpr, eps):
+    mu = s1 / D
+    return mu, 1.0 / gl.sqrt(gl.maximum(s2 / D - mu * mu, 0.0) + eps)
+
+
+@gluon.jit
 def _sums2(a, b, scr, BAR1: gl.constexpr, BT: gl.constexpr):
     """Row sums of two [BT, 64] MZ tiles. BAR1: with one CTA barrier (gl.reduce's cross-warp step costs more): the
     warps' partial sums go to shared memory (`scr`, two [BT, 4] fp32 buffers that no other reduction of the
@@ -82,9 +96,7 @@ def _sums2(a, b, scr, BAR1: gl.constexpr, BT: gl.constexpr):
         _row_sum(a, scr[0], BT)
         _row_sum(b, scr[1], BT)
         gl.thread_barrier()
-        sa = gl.sum(scr[0].load(P4), axis=1)
-        sb = gl.sum(scr[1].load(P4), axis=1)
-        return gl.convert_layout(sa, ROW, assert_trivial=True), gl.convert_layout(sb, ROW, assert_trivial=True)
+        return _load_sums(scr)
     else:
         return gl.reduce((a, b), 1, _add2)
 
@@ -92,8 +104,7 @@ def _sums2(a, b, scr, BAR1: gl.constexpr, BT: gl.constexpr):
 @gluon.jit
 def _stats(x, scr, D: gl.constexpr, eps, BAR1: gl.constexpr, BT: gl.constexpr):
     s1, s2 = _sums2(x, x * x, scr, BAR1, BT)
-    mu = s1 / D
-    return mu, 1.0 / gl.sqrt(gl.maximum(s2 / D - mu * mu, 0.0) + eps)
+    return _mean_rstd(s1, s2, D, eps)
 
 
 @gluon.jit
@@ -132,17 +143,39 @@ def _zq_state(qa, Wb, bv, Wacc_b, bacc, te_acc, HAS_ACC: gl.constexpr, D: gl.con
 
 
 @gluon.jit
+def _store_out(zq, q, mo, ro, ln_w, ln_b, o_p, t0, T, stride_ot, BS, live, MASKED: gl.constexpr,
+               FLA_RESIDUAL: gl.constexpr, D: gl.constexpr, BT: gl.constexpr):  # fmt: skip
+    """out = q + LN(zq) (fla's convention: zq + LN(zq)) of one mini-batch from zq's row statistics; MASKED: only
+    its rows in [0, T), and only if `live` (an int, 0 masks the whole store off)."""
+    rows = gl.arange(0, BT, layout=ROW)
+    cols = gl.arange(0, D, layout=COL)
+    ln_o = (zq - mo[:, None]) * ro[:, None] * ln_w[None, :] + ln_b[None, :]
+    if FLA_RESIDUAL:
+        out = zq + ln_o
+    else:
+        out = q.to(gl.float32) + ln_o
+    t = t0 + rows
+    o_ofs = t[:, None] * stride_ot + cols[None, :]
+    if MASKED:
+        ok = (rows < BS) & (t >= 0) & (t < T) & (rows * 0 + live > 0)
+        gl.store(o_p + o_ofs, out.to(gl.bfloat16), mask=ok[:, None] & (cols < D)[None, :])
+    else:
+        gl.store(o_p + o_ofs, out.to(gl.bfloat16))
+
+
+@gluon.jit
 def _mini_batch(
     qb, kb, vb, es, es2, scr, eta, Wb, bv, Wacc_b, bacc, te_out, te_acc, scale, ln_w, ln_b, o_p, t0, T, stride_ot,
     BS, eps, MASKED: gl.constexpr, HAS_ACC: gl.constexpr, FLA_RESIDUAL: gl.constexpr, BAR1: gl.constexpr,
-    EARLY: gl.constexpr, D: gl.constexpr, BT: gl.constexpr,
+    EARLY: gl.constexpr, SKEW: gl.constexpr, pzq, pq, p_t0, live, D: gl.constexpr, BT: gl.constexpr,
 ):  # fmt: skip
     """One mini-batch from its tiles in shared memory: writes its outputs, leaves eg' in `es` / `es2` (plain and with
-    its columns permuted by pi) and returns eg' = scale * eta * G (rows outside the mini-batch zero when MASKED) and K
-    as the update's B operand. Its q/k/v buffers are free once it returns (the caller may copy into them).
-    Zq = Q W + b - te_acc (Q W_acc + b_acc) [HAS_ACC] - tril(te_out (Q K^T + 1)) eg'."""
+    its columns permuted by pi) and returns eg' = scale * eta * G (rows outside the mini-batch zero when MASKED), K
+    as the update's B operand, and its Zq and q. Its q/k/v buffers are free once it returns (the caller may copy into
+    them). Zq = Q W + b - te_acc (Q W_acc + b_acc) [HAS_ACC] - tril(te_out (Q K^T + 1)) eg'.
+    SKEW (BAR1, main loop only): the outputs of this mini-batch are left to the caller, and those of the one before
+    (pzq, pq at p_t0, stored if `live`) are written here, their row statistics from the chain's first reduction."""
     rows = gl.arange(0, BT, layout=ROW)
-    cols = gl.arange(0, D, layout=COL)
     zero = gl.full([BT, D], 0.0, gl.float32, MZ)
     qa = qb.load(AZ)
     z = mma_v2(kb.load(AZ), Wb, zero + bv[None, :])
@@ -150,7 +183,19 @@ def _mini_batch(
         zq = _zq_state(qa, Wb, bv, Wacc_b, bacc, te_acc, HAS_ACC, D, BT)
         att = _attention(qb, kb, te_out, BT)
     y = vb.load(MZ).to(gl.float32) - kb.load(MZ).to(gl.float32)
-    mu, rstd = _stats(z, scr[0], D, eps, BAR1, BT)
+    if SKEW:
+        _row_sum(z, scr[0][0], BT)
+        _row_sum(z * z, scr[0][1], BT)
+        _row_sum(pzq, scr[2][0], BT)
+        _row_sum(pzq * pzq, scr[2][1], BT)
+        gl.thread_barrier()
+        s1, s2 = _load_sums(scr[0])
+        o1, o2 = _load_sums(scr[2])
+        mu, rstd = _mean_rstd(s1, s2, D, eps)
+        mo, ro = _mean_rstd(o1, o2, D, eps)
+        _store_out(pzq, pq, mo, ro, ln_w, ln_b, o_p, p_t0, T, stride_ot, BS, live, True, FLA_RESIDUAL, D, BT)
+    else:
+        mu, rstd = _stats(z, scr[0], D, eps, BAR1, BT)
     xhat = (z - mu[:, None]) * rstd[:, None]
     gx = (ln_w[None, :] * xhat + ln_b[None, :] - y) * ln_w[None, :]
     sg, sgx = _sums2(gx, gx * xhat, scr[1], BAR1, BT)
@@ -164,26 +209,17 @@ def _mini_batch(
     if not EARLY:
         att = _attention(qb, kb, te_out, BT)
     kbt = kb.load(BTL)  # the update's B operand, and the residual: every q/k/v read comes before the barrier
-    if not FLA_RESIDUAL:
-        qc = qb.load(MZ).to(gl.float32)
+    qc = qb.load(MZ)
     es.store(egb)
     es2.store(gl.reshape(gl.permute(gl.reshape(egb, [BT, 2, 4, 8]), (0, 2, 1, 3)), [BT, D]))
     gl.thread_barrier()  # eg' visible to every warp; every warp is done with this mini-batch's q/k/v buffers
     if not EARLY:
         zq = _zq_state(qa, Wb, bv, Wacc_b, bacc, te_acc, HAS_ACC, D, BT)
     zq = mma_v2(att, es.load(BZ), zq)
-    mo, ro = _stats(zq, scr[2], D, eps, BAR1, BT)
-    ln_o = (zq - mo[:, None]) * ro[:, None] * ln_w[None, :] + ln_b[None, :]
-    if FLA_RESIDUAL:
-        out = zq + ln_o
-    else:
-        out = qc + ln_o
-    o_ofs = t[:, None] * stride_ot + cols[None, :]
-    if MASKED:
-        gl.store(o_p + o_ofs, out.to(gl.bfloat16), mask=valid[:, None] & (cols < D)[None, :])
-    else:
-        gl.store(o_p + o_ofs, out.to(gl.bfloat16))
-    return eg, kbt
+    if not SKEW:
+        mo, ro = _stats(zq, scr[2], D, eps, BAR1, BT)
+        _store_out(zq, qc, mo, ro, ln_w, ln_b, o_p, t0, T, stride_ot, BS, 1, MASKED, FLA_RESIDUAL, D, BT)
+    return eg, kbt, zq, qc
 
 
 @gluon.jit
@@ -209,7 +245,7 @@ def _copy_tiles(qs, ks, vs, q_p, k_p, v_p, t0, T, stride_t, D: gl.constexpr, BT:
 def _main_loop(
     q_p, k_p, v_p, e_p, o_p, qs, ks, vs, es, es2, scr, n_head, n_full, T, stride_qt, stride_et, stride_ot, BS, S, bv,
     te, te_last, ln_w, ln_b, eps, FOLD: gl.constexpr, FLA_RESIDUAL: gl.constexpr, BAR1: gl.constexpr,
-    EARLY: gl.constexpr, NBUF: gl.constexpr, D: gl.constexpr, BT: gl.constexpr,
+    EARLY: gl.constexpr, SKEW: gl.constexpr, NBUF: gl.constexpr, D: gl.constexpr, BT: gl.constexpr,
 ):  # fmt: skip
     """Full mini-batches from t = n_head, q/k/v by cp.async into a ring of NBUF buffers. FOLD (te_last != 0): the
     update W <- W - te_last K^T (eta G) is the MMA's own accumulate, W += K^T eg' with eg' = -te_last eta G, and the
@@ -225,6 +261,8 @@ def _main_loop(
     for i in gl.static_range(NBUF - 1):
         _copy_tiles(qs.index(i), ks.index(i), vs.index(i), q_p, k_p, v_p, n_head + i * BS, T, stride_qt, D, BT)
     eta_n = gl.load(e_p + (n_head + rows) * stride_et, mask=n_head + rows < T, other=0.0).to(gl.float32)
+    pzq = gl.full([BT, D], 0.0, gl.float32, MZ)  # SKEW: the mini-batch before's Zq and q (none before the first)
+    pq = gl.full([BT, D], 0.0, gl.bfloat16, MZ)
     for c in range(0, n_full):
         t0 = n_head + c * BS
         st = c % NBUF
@@ -233,9 +271,10 @@ def _main_loop(
         eta = eta_n
         eta_n = gl.load(e_p + (t0 + BS + rows) * stride_et, mask=t0 + BS + rows < T, other=0.0).to(gl.float32)
         Wb = _as_b(S, D)
-        eg, kbt = _mini_batch(
+        eg, kbt, pzq, pq = _mini_batch(
             qs.index(st), ks.index(st), vs.index(st), es, es2, scr, eta, Wb, bv, Wb, bv, te_out, te_out, scale,
-            ln_w, ln_b, o_p, t0, T, stride_ot, BS, eps, False, False, FLA_RESIDUAL, BAR1, EARLY, D, BT,
+            ln_w, ln_b, o_p, t0, T, stride_ot, BS, eps, False, False, FLA_RESIDUAL, BAR1, EARLY, SKEW, pzq, pq,
+            t0 - BS, c, D, BT,
         )  # fmt: skip
         # The copy NBUF - 1 mini-batches ahead goes behind _mini_batch's last barrier, after every read of this
         # one's buffers, into the buffer that mini-batch c - 1 used: it needs no barrier of its own.
@@ -245,6 +284,10 @@ def _main_loop(
         if FOLD:
             S = _update(es2, kbt, S)
             bv += gl.sum(eg, axis=0)
+    if SKEW:  # the last mini-batch's outputs
+        mo, ro = _stats(pzq, scr[2], D, eps, True, BT)
+        t_last = n_head + (n_full - 1) * BS
+        _store_out(pzq, pq, mo, ro, ln_w, ln_b, o_p, t_last, T, stride_ot, BS, n_full, True, FLA_RESIDUAL, D, BT)
     async_copy.wait_group(0)
     gl.thread_barrier()  # the buffers are free for the tail
     return S, bv
@@ -265,9 +308,10 @@ def _edge_mini_batch(
     t = t0 + rows
     eta = gl.load(e_p + t * stride_et, mask=(rows < BS) & (t >= 0) & (t < T), other=0.0).to(gl.float32)
     gl.thread_barrier()
-    eg, kbt = _mini_batch(
+    eg, kbt, _, _ = _mini_batch(
         qs.index(0), ks.index(0), vs.index(0), es, es2, scr, eta, _as_b(S, D), bv, _as_b(Sacc, D), bacc, te, te,
-        1.0, ln_w, ln_b, o_p, t0, T, stride_ot, BS, eps, True, HAS_ACC, FLA_RESIDUAL, BAR1, EARLY, D, BT,
+        1.0, ln_w, ln_b, o_p, t0, T, stride_ot, BS, eps, True, HAS_ACC, FLA_RESIDUAL, BAR1, EARLY, False, None, None,
+        0, 0, D, BT,
     )  # fmt: skip
     Sacc = _update(es2, kbt, Sacc)
     gl.thread_barrier()  # shared memory is free again
@@ -279,8 +323,8 @@ def _ttt_linear_prefill_gluon_kernel(
     q_ptr, k_ptr, v_ptr, eta_ptr, te_ptr, lnw_ptr, lnb_ptr, W_ptr, b_ptr, Wacc_ptr, bacc_ptr, off_ptr,
     o_ptr, Wo_ptr, bo_ptr, Wacco_ptr, bacco_ptr, T, H, BS,
     stride_qb, stride_qh, stride_qt, stride_eb, stride_eh, stride_et, stride_ob, stride_oh, stride_ot, eps,
-    FLA_RESIDUAL: gl.constexpr, BAR1: gl.constexpr, EARLY: gl.constexpr, NBUF: gl.constexpr, D: gl.constexpr,
-    BT: gl.constexpr,
+    FLA_RESIDUAL: gl.constexpr, BAR1: gl.constexpr, EARLY: gl.constexpr, SKEW: gl.constexpr, NBUF: gl.constexpr,
+    D: gl.constexpr, BT: gl.constexpr,
 ):  # fmt: skip
     pid = gl.program_id(0)
     bi = pid // H
@@ -334,12 +378,12 @@ def _ttt_linear_prefill_gluon_kernel(
     if te_last != 0:
         S, bv = _main_loop(
             q_p, k_p, v_p, e_p, o_p, qs, ks, vs, es, es2, scr, n_head, n_full, T, stride_qt, stride_et, stride_ot, BS,
-            S, bv, te, te_last, ln_w, ln_b, eps, True, FLA_RESIDUAL, BAR1, EARLY, NBUF, D, BT,
+            S, bv, te, te_last, ln_w, ln_b, eps, True, FLA_RESIDUAL, BAR1, EARLY, SKEW, NBUF, D, BT,
         )  # fmt: skip
     else:  # a zero te_last (no update) cannot be folded into the scale
         S, bv = _main_loop(
             q_p, k_p, v_p, e_p, o_p, qs, ks, vs, es, es2, scr, n_head, n_full, T, stride_qt, stride_et, stride_ot, BS,
-            S, bv, te, te_last, ln_w, ln_b, eps, False, FLA_RESIDUAL, BAR1, EARLY, NBUF, D, BT,
+            S, bv, te, te_last, ln_w, ln_b, eps, False, FLA_RESIDUAL, BAR1, EARLY, SKEW, NBUF, D, BT,
         )  # fmt: skip
 
     t_tail = n_head + n_full * BS
@@ -411,11 +455,13 @@ def launch(
     bar1: bool = True,
     nbuf: int = 2,
     early: bool = False,
+    defer_out: bool = False,
 ) -> None:
     """Runs the kernel into `out` and the output state tensors (float32, contiguous); inputs as checked by
     `unsupported`. maxnreg: None is MAXNREG, 0 no cap. bar1: row sums with one CTA barrier each and a 3-deep q/k/v
     ring (5 barriers a mini-batch instead of 10). nbuf: q/k/v buffers in the cp.async ring (2 or 3). early: Zq's state part and Q K^T issued beside
-    the chain, ahead of its first barrier, instead of after it."""
+    the chain, ahead of its first barrier, instead of after it. defer_out (needs bar1): each mini-batch's output
+    LayerNorm and store in the next one's iteration, its row sums in the chain's first reduction (4 barriers)."""
     B, H, T, D = q.shape
     cap = MAXNREG if maxnreg is None else maxnreg
     f32 = [x.float().contiguous() for x in (token_eta, ln_w, ln_b, W, b, W_acc, b_acc)]
@@ -423,5 +469,5 @@ def launch(
         q, k, v, eta, *f32, offset, out, Wo, bo, Wao, bao, T, H, BS_GLUON,
         q.stride(0), q.stride(1), q.stride(2), eta.stride(0), eta.stride(1), eta.stride(2),
         out.stride(0), out.stride(1), out.stride(2), eps,
-        FLA_RESIDUAL=fla_residual, BAR1=bar1, EARLY=early, NBUF=nbuf, D=D, BT=BS_GLUON, num_warps=4, **({"maxnreg": cap} if cap else {}),
+        FLA_RESIDUAL=fla_residual, BAR1=bar1, EARLY=early, SKEW=defer_out and bar1, NBUF=nbuf, D=D, BT=BS_GLUON, num_warps=4, **({"maxnreg": cap} if cap else {}),
     )  # fmt: skip
