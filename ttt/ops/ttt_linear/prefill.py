@@ -519,9 +519,12 @@ def resolve_backend(
     if not q.is_cuda:
         raise UserError(f"backend='gluon' needs CUDA tensors, got device '{q.device}' (Gluon has no interpreter)")
     tuned = sorted(k_ for k_, v_ in (triton_knobs or {}).items() if _TRITON_KNOB_DEFAULTS[k_] != v_)
-    from ttt.ops.ttt_linear import prefill_gluon  # imported here: CPU runs never load Gluon
-
-    why = prefill_gluon.unsupported(q, k, v, state, mini_batch_size, precision)
+    try:
+        from ttt.ops.ttt_linear import prefill_gluon  # imported here: CPU runs never load Gluon
+    except ImportError as e:  # a Triton without Gluon (it came in 3.5)
+        why = f"needs triton.experimental.gluon (triton {triton.__version__}: {e})"
+    else:
+        why = prefill_gluon.unsupported(q, k, v, state, mini_batch_size, precision)
     if backend == "gluon" and (why or tuned):
         raise UserError(f"backend='gluon' {why or f'does not take the Triton kernel knobs {tuned}'}")
     return "triton" if why or tuned else "gluon"
