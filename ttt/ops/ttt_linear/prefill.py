@@ -578,7 +578,7 @@ def ttt_linear_prefill(
     fused_ln_grad: bool = False,
     backend: str = "auto",
     bar1: bool = True,
-    nbuf: int = 2,
+    nbuf: int = 3,
     early: bool = False,
     defer_out: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

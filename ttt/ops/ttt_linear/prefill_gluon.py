@@ -453,7 +453,7 @@ def launch(
     fla_residual: bool = False,
     maxnreg: int | None = None,
     bar1: bool = True,
-    nbuf: int = 2,
+    nbuf: int = 3,
     early: bool = False,
     defer_out: bool = False,
 ) -> None:
