@@ -594,7 +594,7 @@ def ttt_linear_prefill(
     mini-batch behind the chain (2 software-pipelined; both slower on an H200, bench/notes/session7.md).
     `fused_ln_grad`: LayerNorm statistics and the backward's row sums from one reduction (slower on an H200).
     `backend`: "triton" (this kernel), "gluon" (prefill_gluon.py: bf16 q/k/v, d = 64, mini-batch 16, bf16
-    operands, float32 state, CUDA; 11-13% faster on an H200), or "auto": gluon where it applies and no Triton-only
+    operands, float32 state, CUDA; 14-25% faster on an H200), or "auto": gluon where it applies and no Triton-only
     knob is set, else triton (`resolve_backend` says which, for result rows). `bar1`, `nbuf`, `early`, `defer_out`: the
     Gluon kernel's one-barrier row sums, q/k/v ring depth, off-chain products' placement, and output LayerNorm one
     mini-batch late (prefill_gluon.launch).
@@ -625,7 +625,8 @@ def ttt_linear_prefill(
 
         prefill_gluon.launch(
             q, k, v, eta, token_eta, ln_w, ln_b, W, b, W_acc, b_acc, offset, out, Wo, bo, Wao, bao,
-            eps=eps, fla_residual=fla_residual, maxnreg=maxnreg, bar1=bar1, nbuf=nbuf, early=early, defer_out=defer_out,
+            eps=eps, fla_residual=fla_residual, bar1=bar1, nbuf=nbuf, early=early, defer_out=defer_out,
+            maxnreg=auto_maxnreg(q, B * H, D, False) if maxnreg is None else maxnreg,  # the same rule: run 3
         )  # fmt: skip
         return out, Wo, bo, Wao, bao, (offset + T) % mini_batch_size
     BT = max(16, triton.next_power_of_2(mini_batch_size))  # tl.dot needs >= 16 rows; extra rows are masked

@@ -14,7 +14,7 @@ routes through shared memory behind a CTA barrier. Here the state never moves:
 - eg' goes through shared memory once (the output's B operand and the update's A operand); q/k/v come by cp.async
   into double-buffered shared memory one mini-batch ahead, eta one ahead in registers.
 What still crosses warps: the LayerNorm row reductions (over d). Measured on an H200 (bench/notes/session8.md):
-11-13% faster than the Triton kernel at every op shape. Gluon has no interpreter: its tests run on a GPU only.
+14-25% faster than the Triton kernel at every op shape. Gluon has no interpreter: its tests run on a GPU only.
 """
 
 from __future__ import annotations
@@ -25,7 +25,10 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import async_copy, mma_v2
 
 D_GLUON, BS_GLUON = 64, 16  # the shapes the layouts below are written for
-MAXNREG = 168  # no spills offline; three programs an SM; faster than uncapped at every op shape (session 8, run 1)
+# No spills in the loop offline; three programs an SM. Faster than uncapped where the grid fills waves of three
+# ((a) 1k-2k: 11%), 1-2% slower where it is under two waves ((a) 4k-8k, (b)): ttt_linear_prefill applies the Triton
+# kernel's rule (auto_maxnreg), this is the cap `launch` uses when called directly (bench/notes/session8.md).
+MAXNREG = 168
 
 MZ = gl.constexpr(gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[1, 4], instr_shape=[16, 8]))
 MT = gl.constexpr(gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[4, 1], instr_shape=[16, 8]))
