@@ -301,3 +301,14 @@ def test_register_cap_rule(monkeypatch):
     assert pf.auto_maxnreg(gpu, 2048, 64, True) == 0  # the skewed loop spills heavily under the cap
     assert pf.auto_maxnreg(gpu, 2048, 32, False) == 0
     assert pf.auto_maxnreg(torch.zeros(1), 2048, 64, False) == 0
+
+
+def test_prefill_names_the_kernel_it_launched():
+    """Each launch is counted by name (bench rows record them as op_kernels); d = 16 in fp32 is the Triton kernel's
+    on any machine (the Gluon kernel takes bf16 at d = 64: tests/ops/test_ttt_linear_gluon.py)."""
+    from ttt.ops.common import KERNEL_LAUNCHES
+
+    q, k, v, eta, te, lw, lb, st = make_inputs(1, 1, 20, 16, 16)
+    KERNEL_LAUNCHES.clear()
+    ttt_linear_triton(q, k, v, eta, te, lw, lb, st, mini_batch_size=16, precision="ieee")
+    assert dict(KERNEL_LAUNCHES) == {"ttt_linear_prefill/triton": 1}
