@@ -5,8 +5,8 @@ mini-batch 16, bf16 q/k/v/eta/out, fp32 state, 16-aligned pointers and strides, 
 
     PYTHONPATH=/tmp/t36 TRITON_PTXAS_PATH=$P .venv/bin/python bench/notes/ttt_linear_compile.py "" la2 gluon gluon-r0
 
-A name 'gluon[-rN][-bar2][-nb3][-early][-defer]' compiles the Gluon kernel (ttt/ops/ttt_linear/prefill_gluon.py; rN the register cap, r0
-none; bar2 gl.reduce's row sums; nb3 a ring of 3 q/k/v buffers; early the off-chain
+A name 'gluon[-rN][-bar2][-nb2][-early][-defer]' compiles the Gluon kernel (ttt/ops/ttt_linear/prefill_gluon.py; rN the register cap, r0
+none; bar2 gl.reduce's row sums; nb2 a ring of 2 q/k/v buffers (3 by default); early the off-chain
 products first; defer the output LayerNorm one mini-batch late).
 """
 
@@ -65,7 +65,7 @@ def compile_gluon(name: str):
         BAR1="bar2" not in parts,
         EARLY="early" in parts,
         SKEW="defer" in parts,
-        NBUF=3 if "nb3" in parts else 2,
+        NBUF=2 if "nb2" in parts else 3,
         D=64,
         BT=16,
         stride_et=1,

@@ -12,9 +12,11 @@ routes through shared memory behind a CTA barrier. Here the state never moves:
   S += (eg' permuted)^T K keeps every warp on its own 16 columns;
 - Q K^T, computed in full by every warp, is as it stands the A operand of its product with eg' (asserted trivial);
 - eg' goes through shared memory once (the output's B operand and the update's A operand); q/k/v come by cp.async
-  into double-buffered shared memory one mini-batch ahead, eta one ahead in registers.
-What still crosses warps: the LayerNorm row reductions (over d). Measured on an H200 (bench/notes/session8.md):
-14-25% faster than the Triton kernel at every op shape. Gluon has no interpreter: its tests run on a GPU only.
+  into a ring of three shared-memory buffers, each copy issued 1.5 mini-batches ahead behind a mini-batch's last
+  barrier (so it needs none of its own), eta one ahead in registers.
+What still crosses warps: the LayerNorm row reductions (over d), one CTA barrier each (`_sums2`): 5 bar.sync a
+mini-batch. Measured on an H200 (bench/notes/session8.md): 14-25% faster than the Triton kernel at every op shape.
+Gluon has no interpreter: its tests run on a GPU only.
 """
 
 from __future__ import annotations
