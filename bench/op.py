@@ -164,9 +164,10 @@ def triton_variant(impl: str) -> dict[str, Any]:
     [-la1|-la2|-nola][-lng]' -> kwargs of ttt_linear_triton (warps, pipeline stages, register cap, skewed loop, LN
     passes, register prefetch, update in the MMA, update one mini-batch behind the chain, LN statistics and gradient
     sums in one reduction; default: bf16, 4 warps, register cap picked from the grid, no skew, ln1, no prefetch,
-    mma_fold, no lookahead), with backend="triton"; 'ttt_linear/gluon[-rN][-bar1|-bar2][-nb2|-nb3][-early|-late][-defer]' the
-    Gluon kernel (backend="gluon": register cap, one-barrier row sums or gl.reduce's, q/k/v ring depth, off-chain
-    products ahead of the chain's first barrier or after it, output LayerNorm one mini-batch late)."""
+    mma_fold, no lookahead), with backend="triton".
+    'ttt_linear/gluon[-rN][-bar1|-bar2][-nb2|-nb3][-early|-late][-defer]': the Gluon kernel (backend="gluon":
+    register cap, one-barrier row sums or gl.reduce's, q/k/v ring depth, off-chain products ahead of the chain's first
+    barrier or after it, output LayerNorm one mini-batch late; default bar1, nb3, late, no defer)."""
     flags = {
         "skew": ("skew", True), "noskew": ("skew", False), "mf": ("mma_fold", True), "nomf": ("mma_fold", False),
         "lng": ("fused_ln_grad", True), "la1": ("lookahead", 1), "la2": ("lookahead", 2), "nola": ("lookahead", 0),

@@ -617,7 +617,8 @@ def ttt_linear_prefill(
     out = torch.empty_like(q)
     Wo, bo, Wao, bao = (torch.empty_like(x) for x in (W, b, W_acc, b_acc))
     triton_knobs = dict(num_warps=num_warps, num_stages=num_stages, skew=skew, one_pass_ln=one_pass_ln,
-                        prefetch=prefetch, mma_fold=mma_fold, lookahead=lookahead, fused_ln_grad=fused_ln_grad)  # fmt: skip
+                        prefetch=prefetch, mma_fold=mma_fold, lookahead=lookahead,
+                        fused_ln_grad=fused_ln_grad)  # fmt: skip
     chosen = resolve_backend(backend, q, k, v, (W, b, W_acc, b_acc), mini_batch_size, precision, triton_knobs)
     note_kernel(f"ttt_linear_prefill/{chosen}")
     if chosen == "gluon" and B * H and T:

@@ -369,7 +369,8 @@ def _ttt_linear_prefill_gluon_kernel(
     if o0 > 0:  # head chunk: finish the partial mini-batch the state started in (rows o0..BS-1 map to t = 0..)
         Sacc, bacc = _edge_mini_batch(
             q_p, k_p, v_p, e_p, o_p, qs, ks, vs, es, es2, scr, -o0, T, stride_qt, stride_et, stride_ot, BS, S, bv,
-            gl.load(Wacc_ptr + s_ofs), gl.load(bacc_ptr + vofs), te, ln_w, ln_b, eps, True, FLA_RESIDUAL, BAR1, EARLY, D, BT,
+            gl.load(Wacc_ptr + s_ofs), gl.load(bacc_ptr + vofs), te, ln_w, ln_b, eps, True, FLA_RESIDUAL, BAR1, EARLY,
+            D, BT,
         )  # fmt: skip
         n_head = gl.minimum(BS - o0, T)
         if o0 + T >= BS:  # the mini-batch completes: fold it into W, b
@@ -463,10 +464,11 @@ def launch(
     defer_out: bool = False,
 ) -> None:
     """Runs the kernel into `out` and the output state tensors (float32, contiguous); inputs as checked by
-    `unsupported`. maxnreg: None is MAXNREG, 0 no cap. bar1: row sums with one CTA barrier each and a 3-deep q/k/v
-    ring (5 barriers a mini-batch instead of 10). nbuf: q/k/v buffers in the cp.async ring (2 or 3). early: Zq's state part and Q K^T issued beside
-    the chain, ahead of its first barrier, instead of after it. defer_out (needs bar1): each mini-batch's output
-    LayerNorm and store in the next one's iteration, its row sums in the chain's first reduction (4 barriers)."""
+    `unsupported`. maxnreg: None is MAXNREG, 0 no cap. bar1: LayerNorm row sums with one CTA barrier each (else
+    gl.reduce's two). nbuf: q/k/v buffers in the cp.async ring (3: copies 1.5 mini-batches ahead; 2: half of one).
+    early: Zq's state part and Q K^T issued beside the chain, ahead of its first barrier, instead of after it.
+    defer_out (needs bar1): each mini-batch's output LayerNorm and store in the next one's iteration, its row sums in
+    the chain's first reduction (4 barriers a mini-batch instead of 5). Measured: bench/notes/session8.md."""
     B, H, T, D = q.shape
     cap = MAXNREG if maxnreg is None else maxnreg
     f32 = [x.float().contiguous() for x in (token_eta, ln_w, ln_b, W, b, W_acc, b_acc)]
@@ -474,5 +476,6 @@ def launch(
         q, k, v, eta, *f32, offset, out, Wo, bo, Wao, bao, T, H, BS_GLUON,
         q.stride(0), q.stride(1), q.stride(2), eta.stride(0), eta.stride(1), eta.stride(2),
         out.stride(0), out.stride(1), out.stride(2), eps,
-        FLA_RESIDUAL=fla_residual, BAR1=bar1, EARLY=early, SKEW=defer_out and bar1, NBUF=nbuf, D=D, BT=BS_GLUON, num_warps=4, **({"maxnreg": cap} if cap else {}),
+        FLA_RESIDUAL=fla_residual, BAR1=bar1, EARLY=early, SKEW=defer_out and bar1, NBUF=nbuf, D=D, BT=BS_GLUON,
+        num_warps=4, **({"maxnreg": cap} if cap else {}),
     )  # fmt: skip
