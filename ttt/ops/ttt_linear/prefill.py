@@ -18,6 +18,8 @@ chunk writes its eta-weighted gradient sums into the accumulators instead of fol
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import triton
 import triton.language as tl
@@ -497,8 +499,8 @@ def _ttt_linear_prefill_kernel(
 
 
 BACKENDS = ("auto", "triton", "gluon")
-_TRITON_KNOB_DEFAULTS = dict(num_warps=4, num_stages=None, skew=False, one_pass_ln=True, prefetch=False, mma_fold=True,
-                             lookahead=0, fused_ln_grad=False)  # fmt: skip
+# The Triton kernel's own knobs: set to anything but ttt_linear_prefill's default, they keep "auto" on that kernel
+TRITON_KNOBS = ("num_warps", "num_stages", "skew", "one_pass_ln", "prefetch", "mma_fold", "lookahead", "fused_ln_grad")
 
 
 def resolve_backend(
@@ -621,21 +623,22 @@ def ttt_linear_prefill(
                         fused_ln_grad=fused_ln_grad)  # fmt: skip
     chosen = resolve_backend(backend, q, k, v, (W, b, W_acc, b_acc), mini_batch_size, precision, triton_knobs)
     note_kernel(f"ttt_linear_prefill/{chosen}")
-    if chosen == "gluon" and B * H and T:
+    if maxnreg is None:
+        maxnreg = auto_maxnreg(q, B * H, D, skew)  # the Gluon kernel takes the same rule (session 8, run 3)
+    if not (B * H and T):  # nothing to process: the state passes through unchanged
+        Wo.copy_(W), bo.copy_(b), Wao.copy_(W_acc), bao.copy_(b_acc)
+    elif chosen == "gluon":
         from ttt.ops.ttt_linear import prefill_gluon
 
         prefill_gluon.launch(
             q, k, v, eta, token_eta, ln_w, ln_b, W, b, W_acc, b_acc, offset, out, Wo, bo, Wao, bao,
-            eps=eps, fla_residual=fla_residual, bar1=bar1, nbuf=nbuf, early=early, defer_out=defer_out,
-            maxnreg=auto_maxnreg(q, B * H, D, False) if maxnreg is None else maxnreg,  # the same rule: run 3
+            eps=eps, fla_residual=fla_residual, maxnreg=maxnreg, bar1=bar1, nbuf=nbuf, early=early,
+            defer_out=defer_out,
         )  # fmt: skip
-        return out, Wo, bo, Wao, bao, (offset + T) % mini_batch_size
-    BT = max(16, triton.next_power_of_2(mini_batch_size))  # tl.dot needs >= 16 rows; extra rows are masked
-    # Tuning knobs go to the launch only when set (the interpreter rejects some of them).
-    if maxnreg is None:
-        maxnreg = auto_maxnreg(q, B * H, D, skew)
-    launch = {k: v for k, v in (("num_stages", num_stages), ("maxnreg", maxnreg or None)) if v is not None}
-    if B * H and T:
+    else:
+        BT = max(16, triton.next_power_of_2(mini_batch_size))  # tl.dot needs >= 16 rows; extra rows are masked
+        # Tuning knobs go to the launch only when set (the interpreter rejects some of them).
+        launch = {k: v for k, v in (("num_stages", num_stages), ("maxnreg", maxnreg or None)) if v is not None}
         _ttt_linear_prefill_kernel[(B * H,)](
             q, k, v, eta, token_eta.contiguous(), ln_w.contiguous(), ln_b.contiguous(),
             W, b, W_acc, b_acc, offset, out, Wo, bo, Wao, bao,
@@ -646,10 +649,11 @@ def ttt_linear_prefill(
             eps,
             FLA_RESIDUAL=fla_residual, PREC=precision, SKEW=skew, ONE_PASS=2 if fused_ln_grad else one_pass_ln, PREFETCH=prefetch, MMA_FOLD=mma_fold, LOOKAHEAD=lookahead, D=D, BT=BT, num_warps=num_warps, **launch,
         )  # fmt: skip
-    else:  # nothing to process: the state passes through unchanged
-        Wo.copy_(W), bo.copy_(b), Wao.copy_(W_acc), bao.copy_(b_acc)
     new_offset = (offset + T) % mini_batch_size  # on the device: no host sync
     return out, Wo, bo, Wao, bao, new_offset
+
+
+_TRITON_KNOB_DEFAULTS = {n: inspect.signature(ttt_linear_prefill).parameters[n].default for n in TRITON_KNOBS}
 
 
 def ttt_linear_triton(
