@@ -5,9 +5,8 @@ mini-batch 16, bf16 q/k/v/eta/out, fp32 state, 16-aligned pointers and strides, 
 
     PYTHONPATH=/tmp/t36 TRITON_PTXAS_PATH=$P .venv/bin/python bench/notes/ttt_linear_compile.py "" la2 gluon gluon-r0
 
-A name 'gluon[-rN][-bar2][-nb2][-early][-defer]' compiles the Gluon kernel (ttt/ops/ttt_linear/prefill_gluon.py; rN the register cap, r0
-none; bar2 gl.reduce's row sums; nb2 a ring of 2 q/k/v buffers (3 by default); early the off-chain
-products first; defer the output LayerNorm one mini-batch late).
+A name 'gluon[-...]' compiles the Gluon kernel (ttt/ops/ttt_linear/prefill_gluon.py) with bench.op's knobs for
+'ttt_linear/gluon[-...]' (e.g. gluon-r0: no register cap, gluon-nb2: a ring of 2, gluon-defer, gluon-bar2).
 """
 
 from __future__ import annotations
@@ -53,23 +52,19 @@ def compile_variant(name: str):
 
 
 def compile_gluon(name: str):
+    """The Gluon kernel of bench.op's 'ttt_linear/<name>' (its knobs parsed there, defaults from launch's)."""
     from triton.experimental.gluon._runtime import GluonASTSource
 
     from ttt.ops.ttt_linear import prefill_gluon
 
-    cap = next((int(p[1:]) for p in name.split("-")[1:] if p.startswith("r")), prefill_gluon.MAXNREG)
+    kw = triton_variant(f"ttt_linear/{name}")
+    launch = {n: p.default for n, p in inspect.signature(prefill_gluon.launch).parameters.items()} | kw
+    cap = prefill_gluon.MAXNREG if launch["maxnreg"] is None else launch["maxnreg"]
     opts = {"num_warps": 4} | ({"maxnreg": cap} if cap else {})
-    parts = name.split("-")
     consts = dict(
-        FLA_RESIDUAL=False,
-        BAR1="bar2" not in parts,
-        EARLY="early" in parts,
-        SKEW="defer" in parts,
-        NBUF=2 if "nb2" in parts else 3,
-        D=64,
-        BT=16,
-        stride_et=1,
-    )
+        FLA_RESIDUAL=False, BAR1=launch["bar1"], EARLY=launch["early"], SKEW=launch["defer_out"] and launch["bar1"],
+        NBUF=launch["nbuf"], D=64, BT=16, stride_et=1,
+    )  # fmt: skip
     return _compile(prefill_gluon._ttt_linear_prefill_gluon_kernel, consts, opts, GluonASTSource)
 
 
