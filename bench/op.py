@@ -38,6 +38,7 @@ IMPLS = (
     "ttt_linear/triton",
     "ttt_linear/triton-bf16",
     "ttt_linear/dual",
+    "ttt_mlp/gluon",
     "ttt_mlp/triton",
     "ttt_mlp/dual",
     "fla/chunk_ttt_linear",
@@ -201,12 +202,15 @@ def mlp_triton_variant(impl: str) -> dict[str, Any]:
     ttt_mlp_triton (warps, pipeline stages, register cap, hidden chunks of the hidden contractions, register prefetch
     of the next mini-batch or not, Zq1 from the old or the updated W1, LN passes, exact tanh instead of tanh.approx;
     the defaults are ttt_mlp_prefill's: -h1-nopf-lq1), plus the register-pressure switches -dz16 -rl -lzo
-    (bench/notes/ttt_mlp_spills_*). '-pf-h2-eq1' is the default before session 4."""
+    (bench/notes/ttt_mlp_spills_*), with backend="triton". '-pf-h2-eq1' is the default before session 4.
+    'ttt_mlp/gluon[-nb2|-nb3]': the Gluon kernel (backend="gluon", q/k/v ring depth)."""
     flags = {
         **_COMMON_FLAGS, "eq1": ("late_zq1", False), "lq1": ("late_zq1", True), "exact": ("fast_tanh", False),
         "dz16": ("dz_bf16", True), "rl": ("reload_consts", True), "lzo": ("lazy_offsets", True),
+        "nb2": ("nbuf", 2), "nb3": ("nbuf", 3),  # Gluon only
     }  # fmt: skip
-    return _parse_variant(impl, {**_LAUNCH_KNOBS, "h": "hidden_chunks"}, flags)
+    kw = _parse_variant(impl, {**_LAUNCH_KNOBS, "h": "hidden_chunks"}, flags)
+    return kw | {"backend": "gluon" if impl.split("/", 1)[1].startswith("gluon") else "triton"}
 
 
 def _check_mlp(x: Inputs, out: torch.Tensor) -> float:
@@ -534,7 +538,9 @@ def _table(rows: Iterable[dict]) -> str:
         if impl.startswith(("ttt_linear/triton", "ttt_linear/gluon")):
             peer = by.get((B, T, "fla/chunk_ttt_linear"), math.nan)
             lines.append(f"ratio fla_chunk/{impl.split('/')[1]} B={B} T={T}: {peer / v:.2f}x")
-        if impl.startswith("ttt_mlp/triton"):  # the MLP kernel's target: <= 2.5x TTT-Linear's (default) kernel
+        if impl.startswith(
+            ("ttt_mlp/triton", "ttt_mlp/gluon")
+        ):  # the MLP kernel's target: <= 2.5x TTT-Linear's (default) kernel
             lin = next((n for n in ("ttt_linear/gluon", "ttt_linear/triton") if (B, T, n) in by), "ttt_linear/triton")
             lines.append(f"ratio {impl}/{lin} B={B} T={T}: {v / by.get((B, T, lin), math.nan):.2f}x")
     return "\n".join(lines)

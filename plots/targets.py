@@ -10,10 +10,12 @@ import pandas as pd
 from plots.claims import Claim
 from plots.provenance import claim_provenance
 
-PEER, MLP = "fla/chunk_ttt_linear", "ttt_mlp/triton"
-# Our TTT-Linear op is what `backend="auto"` runs: the Gluon kernel on a GPU where it ran, else the Triton kernel.
+PEER = "fla/chunk_ttt_linear"
+# Our ops are what `backend="auto"` runs: the Gluon kernel on a GPU where it ran, else the Triton kernel.
 GLUON, TRITON = "ttt_linear/gluon", "ttt_linear/triton"
 OURS = "ttt_linear/default"
+MLP_GLUON, MLP_TRITON = "ttt_mlp/gluon", "ttt_mlp/triton"
+MLP = "ttt_mlp/default"
 PEERS = ("fla/chunk_ttt_linear", "fla/fused_chunk_ttt_linear")
 BEST_PEER = "fla/best"  # per point, the faster of PEERS that ran there (fused_chunk wins at long T, shape (a))
 STEP, MAMBA_STEP = "ttt_linear/triton-step", "mamba_ssm/Mamba.step"
@@ -25,9 +27,10 @@ def _op_times(rows: pd.DataFrame) -> pd.DataFrame:
     if ok.empty or "shape_set" not in ok.columns:
         return pd.DataFrame()
     t = ok.pivot_table(index=["gpu_name", "shape_set", "ctx", "batch"], columns="impl", values="value")
-    ours = [c for c in (GLUON, TRITON) if c in t.columns]
-    if ours:
-        t[OURS] = t[ours[0]].fillna(t[ours[-1]])
+    for name, kernels in ((OURS, (GLUON, TRITON)), (MLP, (MLP_GLUON, MLP_TRITON))):
+        ours = [c for c in kernels if c in t.columns]
+        if ours:
+            t[name] = t[ours[0]].fillna(t[ours[-1]])
     peers = [c for c in PEERS if c in t.columns]
     if peers:
         t[BEST_PEER] = t[peers].min(axis=1)

@@ -192,7 +192,15 @@ def test_unsupported_head_dim_is_a_clear_error(d):
 @pytest.mark.gpu
 @pytest.mark.skipif(not ON_GPU, reason="needs a CUDA device")
 @pytest.mark.parametrize(
-    "T,tuning", [(1000, {}), (4096, {}), (1000, {"hidden_chunks": 2}), (1000, {"prefetch": True, "late_zq1": False})]
+    "T,tuning",
+    [
+        (1000, {}),
+        (4096, {}),
+        (1000, {"backend": "triton"}),
+        (4096, {"backend": "triton"}),
+        (1000, {"hidden_chunks": 2}),
+        (1000, {"prefetch": True, "late_zq1": False}),
+    ],  # fmt: skip
 )
 def test_prefill_gpu_bf16(T, tuning):
     from ttt.ops.ttt_mlp.dual import ttt_mlp_dual

@@ -26,6 +26,8 @@ ragged tail, whose gradient sums become the output accumulators.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import triton
 import triton.language as tl
@@ -385,6 +387,8 @@ def ttt_mlp_prefill(
     num_warps: int | None = None,
     num_stages: int | None = None,
     maxnreg: int | None = None,
+    backend: str = "auto",
+    nbuf: int = 3,
 ) -> tuple[torch.Tensor, TTTMLPState]:
     """Tensor-level entry with every knob: returns (out, new state), the state as new tensors in the input state's
     dtype (fp32 on chip). q, k, v: (B, H, T, d), d in 16, 32, 64; eta: (B, H, T); the state's hidden size a power
@@ -402,7 +406,11 @@ def ttt_mlp_prefill(
       reload_consts  ln weights and token_eta re-read from L1 each mini-batch instead of held across the loop
       lazy_offsets   the state's int64 offsets recomputed after the loop instead of held across it
       num_warps      default 8 at d = 64 (the state alone is 128 registers a thread there), else 4
-      num_stages, maxnreg  passed to the launch when set"""
+      num_stages, maxnreg  passed to the launch when set
+      backend        "triton" (this kernel), "gluon" (prefill_gluon.py: bf16 q/k/v, d = 64, hidden 256, mini-batch 16,
+                     bf16 operands, CUDA; the head chunk still runs here), or "auto": gluon where it applies and no
+                     knob of this kernel is set, else triton (`resolve_backend` says which, for result rows)
+      nbuf           the Gluon kernel's q/k/v ring depth"""
     if precision is None:  # the interpreter's bf16 tl.dot is unusable (triton 3.9): CPU runs compute in fp32
         precision = "ieee" if interpreting() else "bf16"
     if precision not in PRECISIONS:
@@ -440,6 +448,11 @@ def ttt_mlp_prefill(
     st_out = [torch.empty_like(x) for x in st_in]
     acc_out = [torch.empty_like(x) for x in acc_in]
     out = torch.empty_like(q)
+    knobs = dict(fast_tanh=fast_tanh, one_pass_ln=one_pass_ln, prefetch=prefetch, hidden_chunks=hidden_chunks,
+                 late_zq1=late_zq1, dz_bf16=dz_bf16, reload_consts=reload_consts, lazy_offsets=lazy_offsets,
+                 num_stages=num_stages, maxnreg=maxnreg)  # fmt: skip
+    knobs["num_warps"] = num_warps
+    chosen = resolve_backend(backend, q, k, v, st_in + acc_in, mini_batch_size, precision, knobs)
     BT = max(16, triton.next_power_of_2(mini_batch_size))  # tl.dot needs >= 16 rows; extra rows are masked
     launch = {n: x for n, x in (("num_stages", num_stages), ("maxnreg", maxnreg)) if x is not None}
     if B * H and T:
@@ -457,9 +470,15 @@ def ttt_mlp_prefill(
         )  # fmt: skip
         # Two launches in stream order (no host read of the offset): the head chunk, a no-op at offset 0, then the
         # rest from its state.
-        note_kernel("ttt_mlp_prefill/triton")
+        note_kernel(f"ttt_mlp_prefill/{chosen}")
         _ttt_mlp_prefill_kernel[(B * H,)](*args, HEAD=True, **meta)
-        _ttt_mlp_prefill_kernel[(B * H,)](*args, HEAD=False, **meta)
+        if chosen == "gluon":
+            from ttt.ops.ttt_mlp import prefill_gluon
+
+            prefill_gluon.launch(q, k, v, eta, token_eta, ln_w, ln_b, st_in, state.offset, st_out, acc_out, out,
+                                 eps=eps, nbuf=nbuf)  # fmt: skip
+        else:
+            _ttt_mlp_prefill_kernel[(B * H,)](*args, HEAD=False, **meta)
     else:  # nothing to process: the state passes through unchanged
         for dst, src in zip(st_out + acc_out, st_in + acc_in):
             dst.copy_(src)
@@ -467,6 +486,46 @@ def ttt_mlp_prefill(
     W1a, b1a, W2a, b2a = acc_out
     offset = (state.offset + T) % mini_batch_size  # on the device: no host sync
     return out, TTTMLPState(W1, b1, W2, b2, W1a, b1a, W2a, b2a, offset)
+
+
+BACKENDS = ("auto", "triton", "gluon")
+
+
+def resolve_backend(
+    backend: str,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    state: list[torch.Tensor],
+    mini_batch_size: int,
+    precision: str,
+    knobs: dict,
+) -> str:
+    """The kernel that runs launch 2 for `backend` on these inputs: "gluon" or "triton" (see ttt_mlp_prefill).
+    `knobs`: this kernel's tuning arguments as passed (any but its defaults keep "auto" on it)."""
+    if backend not in BACKENDS:
+        raise UserError(f"ttt_mlp triton: backend={backend!r}, expected one of {BACKENDS}")
+    if backend == "triton" or (backend == "auto" and not q.is_cuda):
+        return "triton"
+    if not q.is_cuda:
+        raise UserError(f"backend='gluon' needs CUDA tensors, got device '{q.device}' (Gluon has no interpreter)")
+    tuned = sorted(n for n, val in knobs.items() if val != _KNOB_DEFAULTS[n])
+    try:
+        from ttt.ops.ttt_mlp import prefill_gluon  # imported here: CPU runs never load Gluon
+    except ImportError as e:  # a Triton without Gluon (it came in 3.5)
+        why = f"needs triton.experimental.gluon (triton {triton.__version__}: {e})"
+    else:
+        why = prefill_gluon.unsupported(q, k, v, tuple(state), mini_batch_size, precision)
+    if backend == "gluon" and (why or tuned):
+        raise UserError(f"backend='gluon' {why or f'does not take the Triton kernel knobs {tuned}'}")
+    return "triton" if why or tuned else "gluon"
+
+
+# What `ttt_mlp_prefill` resolves each knob to when left at its default on a GPU (fast_tanh: on with bf16 operands;
+# num_warps: 8 at d = 64, hidden 256, the only shape the Gluon kernel takes)
+_KNOB_DEFAULTS = {n: p.default for n, p in inspect.signature(ttt_mlp_prefill).parameters.items()} | {
+    "fast_tanh": True, "num_warps": 8,
+}  # fmt: skip
 
 
 def ttt_mlp_triton(
