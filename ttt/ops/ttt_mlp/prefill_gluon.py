@@ -164,14 +164,14 @@ def _mini_batch(
     x2_3 = gl.convert_layout(_tm_to_warps(_gelu(z1).to(gl.bfloat16), BT), A3, assert_trivial=True)
     x2h, dz1h = _gelu_fwd_bwd(z1h)
     x2h = x2h.to(gl.bfloat16)  # X2^T: the W2 update's A operand
+    dz1h = dz1h.to(gl.bfloat16)  # held across two barriers: half the registers (its product is rounded to bf16)
 
     z2p = mma_v2(x2_3, W2s.load(B3), gl.full([8, BT, D], 0.0, gl.float32, M3))
     ZP.store(z2p)
-    y = vb.load(R2).to(gl.float32) - kb.load(R2).to(gl.float32)
-    qr = qb.load(R2).to(gl.float32)
     gl.thread_barrier()  # (B1) the partials of Z2
 
     rows = gl.arange(0, BT, layout=RROW)
+    y = vb.load(R2).to(gl.float32) - kb.load(R2).to(gl.float32)
     z2 = _sum_partials(ZP) + b2[None, :]
     mu, rstd = _stats(z2, D, eps)
     xhat = (z2 - mu[:, None]) * rstd[:, None]
@@ -187,7 +187,7 @@ def _mini_batch(
 
     # eg1'^T = (W2' eg2'^T) * gelu'(Z1^T), hidden-major: W2's fragments are the A operand as they stand
     w2a = gl.convert_layout(S2.to(gl.bfloat16), AH, assert_trivial=True)
-    eg1h = mma_v2(w2a, egs.permute((1, 0)).load(BH), gl.full([HID, BT], 0.0, gl.float32, HM)) * dz1h
+    eg1h = mma_v2(w2a, egs.permute((1, 0)).load(BH), gl.full([HID, BT], 0.0, gl.float32, HM)) * dz1h.to(gl.float32)
     eg1b = eg1h.to(gl.bfloat16)
     db1 = gl.sum(eg1h, axis=1)
 
@@ -208,7 +208,8 @@ def _mini_batch(
     eg2_3, _ = gl.broadcast(eg2_3, gl.full([8, BT, D], 0, gl.bfloat16, B3))
     zq2p = mma_v2(xq2_3, W2s.load(B3), gl.full([8, BT, D], 0.0, gl.float32, M3))
     ZQ.store(mma_v2(a2, eg2_3, zq2p))
-    kbh = kb.load(BH)  # the W1 update's B operand (read here: q/k/v are free after the barrier)
+    kbh = kb.load(BH)  # the W1 update's B operand, and the residual (read here: q/k/v are free after the barrier)
+    qr = qb.load(R2).to(gl.float32)
     gl.thread_barrier()  # (B3) the partials of Zq2
 
     zq2 = _sum_partials(ZQ) + b2[None, :]
