@@ -28,11 +28,14 @@ def test_linear_variant_knobs():
 
 
 def test_mlp_variant_knobs():
-    assert mlp_triton_variant("ttt_mlp/triton") == {}
-    assert mlp_triton_variant("ttt_mlp/triton-pf-h2-eq1") == dict(prefetch=True, hidden_chunks=2, late_zq1=False)
+    tri = {"backend": "triton"}
+    assert mlp_triton_variant("ttt_mlp/triton") == tri
+    assert mlp_triton_variant("ttt_mlp/triton-pf-h2-eq1") == dict(prefetch=True, hidden_chunks=2, late_zq1=False) | tri
     assert mlp_triton_variant("ttt_mlp/triton-nopf-lq1-dz16-exact") == dict(
-        prefetch=False, late_zq1=True, dz_bf16=True, fast_tanh=False
+        prefetch=False, late_zq1=True, dz_bf16=True, fast_tanh=False, backend="triton"
     )
+    assert mlp_triton_variant("ttt_mlp/gluon") == {"backend": "gluon"}
+    assert mlp_triton_variant("ttt_mlp/gluon-nb2") == {"backend": "gluon", "nbuf": 2}
 
 
 def test_mlp_default_is_the_measured_fastest():
