@@ -376,11 +376,13 @@ class TTTBase(nn.Module):
         out: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """`step` through the fused kernels: in-proj GEMM, prologue (conv window advanced in place), the op's step,
-        epilogue, o_proj (into `out` in place when given, as `fused_forward`). No host syncs."""
-        from ttt.fused import ttt_io
+        epilogue, o_proj (into `out` in place when given, as `fused_forward`). No host syncs. The GEMMs take the
+        skinny decode kernel (`ttt.fused.skinny`) at <= 16 sequences, and the chain is PDL-launched on Hopper."""
+        from ttt.fused import skinny, ttt_io
+        from ttt.ops.pdl import pdl_on
 
         lay = self._fused_layout()
-        P = F.linear(x.contiguous(), self._in_weight())
+        P = skinny.linear(x.contiguous(), self._in_weight())
         qkv, eta = ttt_io.prologue_step(P, lay, self._prologue_args(), cache.qk_conv, pos)
         q, k, v = (self._heads(t) for t in qkv)
         ops, _, step_fn = self._ops()
@@ -389,8 +391,8 @@ class TTTBase(nn.Module):
             q, k, v, eta.transpose(1, 2), self._token_eta_cached(), self.ln_weight, self.ln_bias, cache.state,
             mini_batch_size=self.mini_batch_size,
         )  # fmt: skip
-        a = ttt_io.epilogue(z, P, lay, self.post_norm.weight, self.post_norm.bias, self.post_norm.eps)
-        return self._o_proj(a, out)
+        a = ttt_io.epilogue(z, P, lay, self.post_norm.weight, self.post_norm.bias, self.post_norm.eps, pdl_on(P))
+        return skinny.linear(a, self.o_proj.weight, out)
 
 
 class TTTLinear(TTTBase):

@@ -43,6 +43,15 @@ class SwiGLU(nn.Module):
         out.view(-1, out.shape[-1]).addmm_(a.view(-1, a.shape[-1]), self.down_proj.weight.t())
         return out
 
+    def fused_add_step(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """`fused_add` for a decode step: the skinny kernels (`ttt.fused.skinny`), SiLU * up in the gate|up GEMM's
+        epilogue and the residual in the down GEMM's; cuBLAS + `silu_mul` where they do not apply."""
+        from ttt.fused import skinny
+
+        parts = [self.gate_proj.weight, self.up_proj.weight]
+        w = self._derived.get("gate_up", parts, lambda: torch.cat(parts, dim=0))
+        return skinny.linear(skinny.linear_silu(x, w), self.down_proj.weight, out)
+
 
 class Block(nn.Module):
     """[x + conv(RMSNorm(x))] (Mamba backbone), then x + TTT(RMSNorm(x)), then x + SwiGLU(RMSNorm(x))."""
@@ -93,6 +102,9 @@ class Block(nn.Module):
 
     def _step_fused(self, x: torch.Tensor, cache: LayerCache, pos: torch.Tensor, impl: str) -> torch.Tensor:
         from ttt.fused import norm
+        from ttt.ops.pdl import pdl_on
+
+        pdl = pdl_on(x)
 
         if self.pre_conv is not None:
             pc = self.pre_conv
@@ -102,12 +114,12 @@ class Block(nn.Module):
                 self.seq_norm.eps,
             )  # fmt: skip
             x2 = self.ttt.fused_step(h, cache, pos, impl, out=x1)
-            h2 = norm.rmsnorm(x2, self.ffn_norm.weight, self.ffn_norm.eps)
+            h2 = norm.rmsnorm(x2, self.ffn_norm.weight, self.ffn_norm.eps, pdl)
         else:
-            h = norm.rmsnorm(x, self.seq_norm.weight, self.seq_norm.eps)
+            h = norm.rmsnorm(x, self.seq_norm.weight, self.seq_norm.eps, pdl)
             o = self.ttt.fused_step(h, cache, pos, impl)
-            x2, h2 = norm.add_rmsnorm(x, o, self.ffn_norm.weight, self.ffn_norm.eps)
-        return self.mlp.fused_add(h2, out=x2)
+            x2, h2 = norm.add_rmsnorm(x, o, self.ffn_norm.weight, self.ffn_norm.eps, pdl)
+        return self.mlp.fused_add_step(h2, out=x2)
 
 
 @dataclass

@@ -13,6 +13,7 @@ import triton
 import triton.language as tl
 
 from ttt.fused._jit import rms_rows, rnd
+from ttt.ops.pdl import launch_opts, pdl_enter, pdl_on
 
 
 def _row_tile(width: int) -> tuple[int, int, int]:
@@ -23,7 +24,8 @@ def _row_tile(width: int) -> tuple[int, int, int]:
 
 @triton.jit
 def _rmsnorm_kernel(x_ptr, r_ptr, w_ptr, s_ptr, h_ptr, M, W, eps, HAS_RES: tl.constexpr, BT: tl.constexpr,
-                    BW: tl.constexpr):  # fmt: skip
+                    BW: tl.constexpr, PDL: tl.constexpr):  # fmt: skip
+    pdl_enter(PDL)
     rows = tl.program_id(0) * BT + tl.arange(0, BT)
     cols = tl.arange(0, BW)
     cm = cols < W
@@ -37,7 +39,7 @@ def _rmsnorm_kernel(x_ptr, r_ptr, w_ptr, s_ptr, h_ptr, M, W, eps, HAS_RES: tl.co
     tl.store(h_ptr + off, rms_rows(x, w, W, eps, h_ptr).to(h_ptr.dtype.element_ty), mask=m)
 
 
-def _launch_rmsnorm(x: torch.Tensor, r: torch.Tensor | None, weight: torch.Tensor, eps: float):
+def _launch_rmsnorm(x: torch.Tensor, r: torch.Tensor | None, weight: torch.Tensor, eps: float, pdl: bool):
     x = x.contiguous()
     W = x.shape[-1]
     M = x.numel() // W
@@ -46,20 +48,20 @@ def _launch_rmsnorm(x: torch.Tensor, r: torch.Tensor | None, weight: torch.Tenso
     s = torch.empty_like(x) if r is not None else h
     rr = r.contiguous() if r is not None else x
     _rmsnorm_kernel[(triton.cdiv(M, BT),)](x, rr, weight, s, h, M, W, eps, HAS_RES=r is not None, BT=BT, BW=BW,
-                                           num_warps=nw)  # fmt: skip
+                                           PDL=pdl, num_warps=nw, **launch_opts(pdl))  # fmt: skip
     return s, h
 
 
-def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """`ttt.layer.RMSNorm` over the last dim of x (any leading shape)."""
-    return _launch_rmsnorm(x, None, weight, eps)[1]
+def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float, pdl: bool = False) -> torch.Tensor:
+    """`ttt.layer.RMSNorm` over the last dim of x (any leading shape). pdl: as part of a PDL chain (`ttt.ops.pdl`)."""
+    return _launch_rmsnorm(x, None, weight, eps, pdl)[1]
 
 
 def add_rmsnorm(
-    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
+    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float, pdl: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(s, RMSNorm(s)) with s = x + residual rounded to x's dtype: a block's residual add and the next norm."""
-    return _launch_rmsnorm(x, residual, weight, eps)
+    return _launch_rmsnorm(x, residual, weight, eps, pdl)
 
 
 @triton.jit
@@ -135,8 +137,9 @@ def preconv_rmsnorm(
 @triton.jit
 def _preconv_step_kernel(
     x_ptr, nw_ptr, cw_ptr, cb_ptr, sw_ptr, x1_ptr, h_ptr, st_ptr, W, eps_n, eps_s,
-    K: tl.constexpr, KP: tl.constexpr, BW: tl.constexpr,
+    K: tl.constexpr, KP: tl.constexpr, BW: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
+    pdl_enter(PDL)
     b = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BW)
     cm = cols < W
@@ -179,8 +182,9 @@ def preconv_rmsnorm_step(
     K = conv_w.shape[-1]
     x1, h = torch.empty_like(x), torch.empty_like(x)
     BW = triton.next_power_of_2(W)
+    pdl = pdl_on(x)
     _preconv_step_kernel[(B,)](
         x, norm_w, conv_w.contiguous(), conv_b, seq_w, x1, h, state, W, norm_eps, seq_eps,
-        K=K, KP=triton.next_power_of_2(K), BW=BW, num_warps=8 if BW >= 2048 else 4,
+        K=K, KP=triton.next_power_of_2(K), BW=BW, PDL=pdl, num_warps=8 if BW >= 2048 else 4, **launch_opts(pdl),
     )  # fmt: skip
     return x1, h

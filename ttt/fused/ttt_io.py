@@ -22,6 +22,7 @@ import triton
 import triton.language as tl
 
 from ttt.fused._jit import gelu_tanh, rnd, sigmoid
+from ttt.ops.pdl import launch_opts, pdl_enter, pdl_on
 
 
 @dataclass(frozen=True)
@@ -149,8 +150,9 @@ def _prologue_step_kernel(
     p_ptr, cqw_ptr, cqb_ptr, ckw_ptr, ckb_ptr, cos_ptr, sin_ptr, lrb_ptr, pos_ptr, qkv_ptr, eta_ptr, st_ptr,
     B, N, W, H, q_off, k_off, v_off, lr_off, eta_scale,
     D: tl.constexpr, K: tl.constexpr, KP: tl.constexpr, SHARE_QK: tl.constexpr, BC: tl.constexpr,
-    BH: tl.constexpr,
+    BH: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
+    pdl_enter(PDL)
     pid_c = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     c = pid_c * BC + tl.arange(0, BC)
@@ -253,11 +255,12 @@ def prologue_step(
     qkv = torch.empty(3, B, 1, W, dtype=P.dtype, device=P.device)
     eta = torch.empty(B, 1, H, dtype=torch.float32, device=P.device)
     BC = min(256, triton.next_power_of_2(W))
+    pdl = pdl_on(P)
     _prologue_step_kernel[(triton.cdiv(W, BC), B)](
         P, cqw, cqb, ckw, ckb, a.cos, a.sin, a.lr_bias, pos, qkv, eta, state if state is not None else P,
         B, N, W, H, lay.q, lay.k, lay.v, lay.lr, a.eta_scale,
         D=a.head_dim, K=K, KP=triton.next_power_of_2(K), SHARE_QK=lay.share_qk, BC=BC,
-        BH=triton.next_power_of_2(H), num_warps=4,
+        BH=triton.next_power_of_2(H), PDL=pdl, num_warps=4, **launch_opts(pdl),
     )  # fmt: skip
     return qkv, eta
 
@@ -265,8 +268,9 @@ def prologue_step(
 @triton.jit
 def _epilogue_kernel(
     z_ptr, p_ptr, lnw_ptr, lnb_ptr, a_ptr, T, W, N, g_off, zsb, zsh, zst, eps,
-    D: tl.constexpr, HAS_GATE: tl.constexpr, BT: tl.constexpr, BW: tl.constexpr,
+    D: tl.constexpr, HAS_GATE: tl.constexpr, BT: tl.constexpr, BW: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
+    pdl_enter(PDL)
     pid_t = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     t = pid_t * BT + tl.arange(0, BT)
@@ -289,10 +293,17 @@ def _epilogue_kernel(
 
 
 def epilogue(
-    z: torch.Tensor, P: torch.Tensor, lay: InLayout, ln_w: torch.Tensor, ln_b: torch.Tensor, eps: float
+    z: torch.Tensor,
+    P: torch.Tensor,
+    lay: InLayout,
+    ln_w: torch.Tensor,
+    ln_b: torch.Tensor,
+    eps: float,
+    pdl: bool = False,
 ) -> torch.Tensor:
     """z (B, H, T, d) the op's output (any strides, unit last), P (B, T, n) -> (B, T, W) in P's dtype:
-    LayerNorm(z as (B, T, W)) times GELU_tanh(P_g) when the layer has a gate."""
+    LayerNorm(z as (B, T, W)) times GELU_tanh(P_g) when the layer has a gate. pdl: launch it as part of a PDL
+    chain (`ttt.ops.pdl`; the decode step asks where `pdl_on`)."""
     B, H, T, D = z.shape
     W = H * D
     assert z.stride(-1) == 1 and P.is_contiguous()
@@ -303,6 +314,7 @@ def epilogue(
         _epilogue_kernel[(triton.cdiv(T, BT), B)](
             z, P, ln_w, ln_b, a, T, W, P.shape[-1], lay.g if lay.g is not None else 0,
             z.stride(0), z.stride(1), z.stride(2), eps,
-            D=D, HAS_GATE=lay.g is not None, BT=BT, BW=BW, num_warps=8 if BW >= 2048 else 4,
+            D=D, HAS_GATE=lay.g is not None, BT=BT, BW=BW, PDL=pdl, num_warps=8 if BW >= 2048 else 4,
+            **launch_opts(pdl),
         )  # fmt: skip
     return a

@@ -8,6 +8,8 @@ import os
 import triton
 import triton.language as tl
 
+from ttt.ops.pdl import pdl_enter
+
 PRECISIONS = ("ieee", "tf32", "bf16")
 
 
@@ -132,7 +134,8 @@ def load_chunk(q_ptr, k_ptr, v_ptr, eta_ptr, t0, T, stride_t, stride_et, BS, D: 
 
 
 @triton.jit
-def advance_offset_kernel(off_ptr, BS):
+def advance_offset_kernel(off_ptr, BS, PDL: tl.constexpr = False):
     """The decode step's last launch: the mini-batch position moves on, on the device (no host sync)."""
+    pdl_enter(PDL)
     p = tl.load(off_ptr)
     tl.store(off_ptr, (p + 1) % BS)

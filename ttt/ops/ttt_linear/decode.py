@@ -17,7 +17,8 @@ import triton
 import triton.language as tl
 
 from ttt.errors import UserError
-from ttt.ops.common import LN_EPS, TTTLinearState, check_args
+from ttt.ops.common import LN_EPS, TTTLinearState, check_args, note_kernel
+from ttt.ops.pdl import launch_opts, pdl_enter, pdl_on, prefetch_l2
 from ttt.ops.triton_common import advance_offset_kernel, interpreting, vec_ln_l2_grad, vec_ln_stats
 
 
@@ -44,12 +45,19 @@ def _ttt_linear_step_kernel(
     stride_eh,
     eps,
     D: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     pid = tl.program_id(0)
     bi = pid // H
     hi = pid % H
     r = tl.arange(0, D)
     wofs = pid.to(tl.int64) * D * D + r[:, None] * D + r[None, :]
+    if PDL:
+        # The state is most of the step's bytes and no neighbour kernel writes it: warm L2 while the prologue runs.
+        lines = pid.to(tl.int64) * D * D + tl.arange(0, D * D // 32) * 32
+        prefetch_l2(W_ptr + lines)
+        prefetch_l2(Wacc_ptr + lines)
+    pdl_enter(PDL)
     vofs = pid.to(tl.int64) * D + r
     xo = bi.to(tl.int64) * stride_qb + hi.to(tl.int64) * stride_qh
 
@@ -119,10 +127,13 @@ def ttt_linear_step_triton(
         raise UserError("the Triton step updates the state in place and needs contiguous state tensors")
     q, k, v = (x.contiguous() for x in (q, k, v))
     out = torch.empty_like(q)
+    pdl = pdl_on(q)
+    if pdl:
+        note_kernel("ttt_linear_step/pdl")
     _ttt_linear_step_kernel[(B * H,)](
         q, k, v, eta, token_eta, ln_w, ln_b, *st, state.offset, out,
         H, mini_batch_size, q.stride(0), q.stride(1), eta.stride(0), eta.stride(1), LN_EPS,
-        D=D, num_warps=num_warps, **({"maxnreg": maxnreg} if maxnreg else {}),
+        D=D, PDL=pdl, num_warps=num_warps, **({"maxnreg": maxnreg} if maxnreg else {}), **launch_opts(pdl),
     )  # fmt: skip
-    advance_offset_kernel[(1,)](state.offset, mini_batch_size, num_warps=1)
+    advance_offset_kernel[(1,)](state.offset, mini_batch_size, PDL=pdl, num_warps=1, **launch_opts(pdl))
     return out, state

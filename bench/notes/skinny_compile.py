@@ -1,0 +1,73 @@
+"""Compile the decode step's skinny GEMM (ttt/fused/skinny.py) and the PDL TTT-Linear step for sm_90a without a GPU;
+print registers, spills, shared memory, and the counts of PDL/prefetch/MMA instructions in the SASS.
+
+    PYTHONPATH=/tmp/t36 TRITON_PTXAS_PATH=$P .venv/bin/python bench/notes/skinny_compile.py
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.pop("TRITON_INTERPRET", None)
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import triton  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+from ttt_mlp_spills_compile import TARGET, ptxas_report  # noqa: E402
+
+from ttt.fused import skinny  # noqa: E402
+from ttt.ops.ttt_linear import decode  # noqa: E402
+
+SHAPES = {"in_proj": (6176, 2048, 0), "o_proj": (2048, 2048, 1), "gate_up": (5504, 2048, 2), "down": (2048, 5504, 1)}
+
+
+def compile_fn(fn, consts, opts, ptr_types):
+    sig = {n: "constexpr" if n in consts else ptr_types.get(n, "*fp32" if n.endswith("_ptr") else "i32")
+           for n in fn.arg_names}  # fmt: skip
+    if "eps" in sig:
+        sig["eps"] = "fp32"
+    src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(k),): v for k, v in consts.items()})
+    return triton.compile(src, target=TARGET, options=opts)
+
+
+def report(name, k):
+    rep = ptxas_report(k.asm["ptx"])
+    sass = k.asm["sass"]
+    counts = {op: sass.count(op) for op in ("CCTL", "HMMA", "ACQBULK", "PREEXIT", "BAR.SYNC", "ATOM", "RED")}
+    print(f"{name}: regs {rep['regs']} stack {rep['stack']} spill {rep['spill_st']}/{rep['spill_ld']} "
+          f"smem {k.metadata.shared} {counts}")  # fmt: skip
+    ptx = k.asm["ptx"]
+    print(
+        "   ptx: griddepcontrol.wait",
+        ptx.count("griddepcontrol.wait"),
+        "launch_dependents",
+        ptx.count("griddepcontrol.launch_dependents"),
+        "prefetch",
+        ptx.count("prefetch.global.L2"),
+    )
+
+
+def main() -> int:
+    print(f"triton {triton.__version__}")
+    for name, (n, k, epi) in SHAPES.items():
+        cfg = skinny.default_config(n, k, epi)
+        ks = triton.cdiv(triton.cdiv(k, cfg.split), cfg.bk) * cfg.bk
+        split = triton.cdiv(k, ks)
+        for pdl in (False, True):
+            consts = dict(BM=16, BN=cfg.bn, BK=cfg.bk, KS=ks, SPLIT=split, EPI=epi, STAGES=cfg.stages,
+                          PREFETCH=cfg.prefetch, LINES=triton.next_power_of_2(triton.cdiv(ks, 64)), PDL=pdl,
+                          INTERP=False)  # fmt: skip
+            kern = compile_fn(skinny._skinny_kernel, consts, {"num_warps": cfg.warps, "launch_pdl": pdl},
+                              {"x_ptr": "*bf16", "w_ptr": "*bf16", "o_ptr": "*bf16", "cnt_ptr": "*i32"})  # fmt: skip
+            report(f"{name} {cfg} split {split} pdl {pdl}", kern)
+    bf = {n: "*bf16" for n in ("q_ptr", "k_ptr", "v_ptr", "o_ptr")} | {"off_ptr": "*i64"}
+    kern = compile_fn(decode._ttt_linear_step_kernel, {"D": 64, "PDL": True}, {"num_warps": 4, "launch_pdl": True}, bf)
+    report("ttt_linear_step pdl", kern)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""The decode step's GEMMs: y = x W^T for x of at most 16 rows (one token of each of B <= 16 sequences).
+
+At that size every GEMM is a stream over its weight (bench/notes/session4.md: cuBLAS reached 1.4-3.2 TB/s, most of
+the gap being each kernel's ramp-up and tail). This kernel is built for the stream:
+- each program first issues L2 prefetches for its whole weight slice, so the memory system has every byte of the
+  GEMM requested at once instead of a few pipeline stages a program; under PDL (`ttt.ops.pdl`) this happens
+  while the previous kernel of the step still runs, and the loads that follow mostly hit L2;
+- split-K for the GEMMs with few output tiles: each program writes its fp32 partial tile, and the last of a tile's
+  programs to arrive (an atomic counter, reset by that program) sums them in a fixed order, so the result does not
+  depend on arrival order;
+- the epilogue the block needs is fused: a residual added in place (one rounding, as `addmm_` with beta = 1) or
+  SwiGLU's SiLU(gate) * up from the paired rows of a [W_gate; W_up] weight (rounded as `mlp.silu_mul` does).
+References: F.linear, `out.addmm_(x, W.t())` and `mlp.silu_mul(F.linear(x, W_gu))`; `linear` / `linear_silu` fall
+back to them where this kernel does not apply (more than 16 rows, a 32-bit dtype, CPU without the interpreter, or
+TTT_SKINNY=0).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+from ttt.fused._jit import rnd, sigmoid
+from ttt.ops.common import note_kernel
+from ttt.ops.pdl import launch_opts, pdl_enter, pdl_on, prefetch_l2
+
+MAX_ROWS = 16
+EPI_NONE, EPI_RESIDUAL, EPI_SILU = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class SkinnyConfig:
+    """Tile (bn output columns, bk a K step), split-K factor, pipeline stages, warps, L2 prefetch of the slice."""
+
+    bn: int = 32
+    bk: int = 128
+    split: int = 1
+    stages: int = 4
+    warps: int = 4
+    prefetch: bool = True
+
+
+def default_config(n: int, k: int, epi: int) -> SkinnyConfig:
+    """Output tiles for about one wave of programs or more; split-K where there would be too few (o_proj, down)."""
+    tiles = triton.cdiv(n, 32)
+    split = max(1, min(8, 256 // max(tiles, 1), triton.cdiv(k, 512)))
+    return SkinnyConfig(bn=32, bk=256 if k % 256 == 0 and epi != EPI_SILU else 128, split=split)
+
+
+def usable(x: torch.Tensor, w: torch.Tensor) -> bool:
+    """Whether `linear` takes this kernel for x (..., K) and w (N, K)."""
+    rows = x.numel() // max(x.shape[-1], 1)
+    return (
+        os.environ.get("TTT_SKINNY", "1") != "0"
+        and 0 < rows <= MAX_ROWS
+        and x.dtype in (torch.bfloat16, torch.float16)
+        and w.dtype == x.dtype
+        and w.is_contiguous()
+        and (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1")
+    )
+
+
+@triton.jit
+def _prefetch_slice(w_ptr, rows, rmask, k_lo, k_hi, K, LINES: tl.constexpr):
+    # 64 16-bit elements to a 128-byte line; masked lanes re-prefetch the first line (harmless) instead of branching.
+    col = k_lo + tl.arange(0, LINES) * 64
+    m = rmask[:, None] & (col < k_hi)[None, :]
+    p = w_ptr + rows.to(tl.int64)[:, None] * K + col[None, :]
+    prefetch_l2(tl.where(m, p, w_ptr))
+
+
+@triton.jit
+def _dot_t(x, w, acc, INTERP: tl.constexpr):
+    """acc + x w^T. The interpreter (triton 3.9) returns garbage for 16-bit operands straight from a load; it gets
+    them widened to fp32 with exact products instead (bf16 x bf16 is exact in fp32), the GPU the bf16 MMA."""
+    if INTERP:
+        return tl.dot(x.to(tl.float32), tl.trans(w.to(tl.float32)), acc, input_precision="ieee")
+    else:
+        return tl.dot(x, tl.trans(w), acc)
+
+
+@triton.jit
+def _epilogue(acc, acc_u, o_ptr, rm, rn, om, som, EPI: tl.constexpr):
+    optr = o_ptr + rm[:, None] * som + rn[None, :]
+    if EPI == 1:
+        y = acc + tl.load(optr, mask=om, other=0.0).to(tl.float32)
+    elif EPI == 2:
+        g = rnd(acc, o_ptr)
+        y = rnd(g * sigmoid(g), o_ptr) * rnd(acc_u, o_ptr)
+    else:
+        y = acc
+    tl.store(optr, y.to(o_ptr.dtype.element_ty), mask=om)
+
+
+@triton.jit
+def _skinny_kernel(
+    x_ptr, w_ptr, o_ptr, ws_ptr, cnt_ptr, M, N, K, sxm, som,
+    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, KS: tl.constexpr, SPLIT: tl.constexpr,
+    EPI: tl.constexpr, STAGES: tl.constexpr, PREFETCH: tl.constexpr, LINES: tl.constexpr, PDL: tl.constexpr,
+    INTERP: tl.constexpr,
+):  # fmt: skip
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    rn = pid_n * BN + tl.arange(0, BN)
+    nm = rn < N
+    k_lo = pid_k * KS
+    k_hi = tl.minimum(k_lo + KS, K)
+    if PREFETCH:
+        _prefetch_slice(w_ptr, rn, nm, k_lo, k_hi, K, LINES)
+        if EPI == 2:
+            _prefetch_slice(w_ptr, rn + N, nm, k_lo, k_hi, K, LINES)
+    pdl_enter(PDL)
+    rm = tl.arange(0, BM)
+    mm = rm < M
+    rk = tl.arange(0, BK)
+    wrow = w_ptr + rn.to(tl.int64)[:, None] * K
+    acc = tl.zeros([BM, BN], dtype=tl.float32)
+    acc_u = tl.zeros([BM, BN], dtype=tl.float32)
+    for k0 in tl.range(k_lo, k_hi, BK, num_stages=STAGES):
+        kk = k0 + rk
+        km = kk < k_hi
+        x = tl.load(x_ptr + rm[:, None] * sxm + kk[None, :], mask=mm[:, None] & km[None, :], other=0.0)
+        wm = nm[:, None] & km[None, :]
+        acc = _dot_t(x, tl.load(wrow + kk[None, :], mask=wm, other=0.0), acc, INTERP)
+        if EPI == 2:
+            acc_u = _dot_t(x, tl.load(wrow + N * K + kk[None, :], mask=wm, other=0.0), acc_u, INTERP)
+    om = mm[:, None] & nm[None, :]
+    if SPLIT == 1:
+        _epilogue(acc, acc_u, o_ptr, rm, rn, om, som, EPI)
+    else:
+        plane = SPLIT * BM * N
+        part = ws_ptr + (pid_k * BM + rm)[:, None] * N + rn[None, :]
+        tl.store(part, acc, mask=om)
+        if EPI == 2:
+            tl.store(part + plane, acc_u, mask=om)
+        tl.debug_barrier()  # every thread's partial is written before the counter says so
+        arrived = tl.atomic_add(cnt_ptr + pid_n, 1, sem="acq_rel", scope="gpu")
+        if arrived == SPLIT - 1:
+            acc = tl.zeros([BM, BN], dtype=tl.float32)
+            acc_u = tl.zeros([BM, BN], dtype=tl.float32)
+            first = ws_ptr + rm[:, None] * N + rn[None, :]
+            for s in tl.static_range(SPLIT):
+                # .cg: the partials were written by other SMs; never read them through this SM's L1.
+                acc += tl.load(first + s * BM * N, mask=om, other=0.0, cache_modifier=".cg")
+                if EPI == 2:
+                    acc_u += tl.load(first + plane + s * BM * N, mask=om, other=0.0, cache_modifier=".cg")
+            _epilogue(acc, acc_u, o_ptr, rm, rn, om, som, EPI)
+            tl.atomic_xchg(cnt_ptr + pid_n, 0, sem="relaxed", scope="gpu")  # ready for the next call
+
+
+_WORKSPACE: dict[tuple[str, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _workspace(device: torch.device, floats: int, tiles: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 partials and zeroed tile counters, kept per device and size. A launch's kernel leaves its counters at zero
+    again; launches on one stream never overlap on them (under PDL a kernel touches them only after gdc_wait). The
+    first call of each size should come before any CUDA-graph capture (decode warm-up does this)."""
+    key = (str(device), floats, tiles)
+    if key not in _WORKSPACE:
+        _WORKSPACE[key] = (
+            torch.empty(floats, dtype=torch.float32, device=device),
+            torch.zeros(tiles, dtype=torch.int32, device=device),
+        )
+    return _WORKSPACE[key]
+
+
+def skinny_gemm(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    out: torch.Tensor | None = None,
+    *,
+    epi: int = EPI_NONE,
+    cfg: SkinnyConfig | None = None,
+    pdl: bool | None = None,
+) -> torch.Tensor:
+    """x (M, K) with M <= 16, w (N', K) contiguous, 16-bit. EPI_NONE: returns x w^T (M, N'). EPI_RESIDUAL: adds
+    x w^T into `out` (M, N') in place and returns it. EPI_SILU: w is [W_gate; W_up] (2N, K); returns
+    SiLU(x W_gate^T) * (x W_up^T) (M, N). pdl None: on where `ttt.ops.pdl.pdl_on` says."""
+    M, K = x.shape
+    if M > MAX_ROWS or x.stride(-1) != 1:
+        raise ValueError(f"skinny_gemm takes at most {MAX_ROWS} unit-stride rows, got x of shape {tuple(x.shape)}")
+    N = w.shape[0] // 2 if epi == EPI_SILU else w.shape[0]
+    if epi == EPI_RESIDUAL:
+        if out is None or out.shape != (M, N) or out.stride(-1) != 1:
+            raise ValueError("skinny_gemm(epi=EPI_RESIDUAL) needs out of shape (M, N) with unit last stride")
+    else:
+        out = torch.empty(M, N, dtype=x.dtype, device=x.device)
+    cfg = cfg or default_config(N, K, epi)
+    pdl = pdl_on(x) if pdl is None else pdl
+    prefetch = cfg.prefetch and x.is_cuda
+    ks = triton.cdiv(triton.cdiv(K, cfg.split), cfg.bk) * cfg.bk
+    split = triton.cdiv(K, ks)
+    tiles = triton.cdiv(N, cfg.bn)
+    ws, cnt = _workspace(x.device, split * MAX_ROWS * N * (2 if epi == EPI_SILU else 1), tiles) if split > 1 else (x, x)
+    note_kernel(f"decode_gemm/skinny{'+pdl' if pdl else ''}")
+    _skinny_kernel[(tiles, split)](
+        x, w, out, ws, cnt, M, N, K, x.stride(0), out.stride(0),
+        BM=MAX_ROWS, BN=cfg.bn, BK=cfg.bk, KS=ks, SPLIT=split, EPI=epi, STAGES=cfg.stages, PREFETCH=prefetch,
+        LINES=triton.next_power_of_2(triton.cdiv(ks, 64)), PDL=pdl, INTERP=not x.is_cuda, num_warps=cfg.warps, **launch_opts(pdl),
+    )  # fmt: skip
+    return out
+
+
+def linear(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """F.linear(x, w) for x (..., K), or with `out` (x's shape but N columns, contiguous) out + F.linear(x, w) added
+    into out in place. The skinny kernel where `usable`, else cuBLAS."""
+    K = x.shape[-1]
+    if not usable(x, w):
+        note_kernel("decode_gemm/cublas")
+        if out is None:
+            return F.linear(x, w)
+        out.view(-1, w.shape[0]).addmm_(x.reshape(-1, K), w.t())
+        return out
+    x2 = x.reshape(-1, K)
+    if out is None:
+        return skinny_gemm(x2, w).view(*x.shape[:-1], w.shape[0])
+    skinny_gemm(x2, w, out.view(-1, w.shape[0]), epi=EPI_RESIDUAL)
+    return out
+
+
+def linear_silu(x: torch.Tensor, w_gu: torch.Tensor) -> torch.Tensor:
+    """SiLU(x W_gate^T) * (x W_up^T) for w_gu = [W_gate; W_up] (2I, K): x (..., K) -> (..., I)."""
+    K = x.shape[-1]
+    if not usable(x, w_gu):
+        from ttt.fused.mlp import silu_mul
+
+        note_kernel("decode_gemm/cublas")
+        return silu_mul(F.linear(x, w_gu))
+    return skinny_gemm(x.reshape(-1, K), w_gu, epi=EPI_SILU).view(*x.shape[:-1], w_gu.shape[0] // 2)
