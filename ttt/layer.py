@@ -383,6 +383,14 @@ class TTTBase(nn.Module):
 
         lay = self._fused_layout()
         P = skinny.linear(x.contiguous(), self._in_weight())
+        z = self._fused_step_op(P, lay, cache, pos, impl)
+        a = ttt_io.epilogue(z, P, lay, self.post_norm.weight, self.post_norm.bias, self.post_norm.eps, pdl_on(P))
+        return skinny.linear(a, self.o_proj.weight, out)
+
+    def _fused_step_op(self, P: torch.Tensor, lay: Any, cache: LayerCache, pos: torch.Tensor, impl: str) -> Any:
+        """The op's step from the in-proj row P: the prologue kernel, then the op's step for `impl`."""
+        from ttt.fused import ttt_io
+
         qkv, eta = ttt_io.prologue_step(P, lay, self._prologue_args(), cache.qk_conv, pos)
         q, k, v = (self._heads(t) for t in qkv)
         ops, _, step_fn = self._ops()
@@ -391,8 +399,7 @@ class TTTBase(nn.Module):
             q, k, v, eta.transpose(1, 2), self._token_eta_cached(), self.ln_weight, self.ln_bias, cache.state,
             mini_batch_size=self.mini_batch_size,
         )  # fmt: skip
-        a = ttt_io.epilogue(z, P, lay, self.post_norm.weight, self.post_norm.bias, self.post_norm.eps, pdl_on(P))
-        return skinny.linear(a, self.o_proj.weight, out)
+        return z
 
 
 class TTTLinear(TTTBase):
@@ -413,6 +420,20 @@ class TTTLinear(TTTBase):
         from ttt.ops import ttt_linear as ops
 
         return ops, ops.ttt_linear, ops.ttt_linear_step
+
+    def _fused_step_op(self, P: torch.Tensor, lay: Any, cache: LayerCache, pos: torch.Tensor, impl: str) -> Any:
+        """impl 'triton': prologue and step in one kernel (`ttt.fused.linear_step`; TTT_FUSED_STEP=0 keeps the two
+        launches, for A/B runs). Other step impls take the generic path."""
+        from ttt.ops import ttt_linear as ops
+
+        if ops.STEP_IMPLS.get(impl) is not ops.STEP_IMPLS["triton"] or os.environ.get("TTT_FUSED_STEP") == "0":
+            return super()._fused_step_op(P, lay, cache, pos, impl)
+        from ttt.fused.linear_step import linear_decode_step
+
+        return linear_decode_step(
+            P, lay, self._prologue_args(), cache.qk_conv, pos, self._token_eta_cached(), self.ln_weight,
+            self.ln_bias, cache.state, self.mini_batch_size,
+        )  # fmt: skip
 
 
 class TTTMLP(TTTBase):

@@ -3,10 +3,11 @@
 1. GEMM level, the 1.3B layer's four GEMMs at M = 16, bf16: cuBLAS (F.linear; + silu_mul for gate|up; addmm_ for
    the residual ones) vs the skinny kernel over tile configs, PDL off and on. Each timed graph is 24 calls, one per
    weight copy (24 x the layer's weights > L2), so it is the weight stream of a 24-layer decode.
-2. Model level, 1.3B TTT-Linear (Mamba backbone) at B = 16: decode ms/step under a CUDA graph for every
-   combination of TTT_SKINNY and TTT_PDL, and each one's logits against the cuBLAS/no-PDL step from the same cache.
+2. Model level, 1.3B TTT-Linear (Mamba backbone) at B = 16: decode ms/step under a CUDA graph with the session's
+   three changes (TTT_SKINNY, TTT_PDL, TTT_FUSED_STEP) off, one at a time and together, each one's logits against
+   the all-off step from the same cache, and a kernel profile of the all-on step.
 
-    python3 bench/notes/session10_decode_screen.py OUTDIR
+    python3 bench/notes/session10_decode_screen.py OUTDIR [--gemm]   (run 1 had the GEMM screen, run 2 not)
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ CFGS = {
     "down": [(32, 128, 4), (32, 128, 2), (32, 128, 8), (16, 128, 4), (64, 128, 8), (32, 256, 4)],
 }
 COPIES = 24
+# (TTT_SKINNY, TTT_PDL, TTT_FUSED_STEP): the session-9 path first (every error is against it), all on last
+VARIANTS = [("0", "0", "0"), ("1", "0", "0"), ("0", "1", "0"), ("0", "0", "1"), ("1", "1", "0"), ("1", "1", "1")]
 
 
 def graph_time(fn, reps: int = 5) -> float:
@@ -112,6 +115,20 @@ def gemm_screen(out: Path) -> None:
         w.writerows(rows)
 
 
+def profile(step, tok, out: Path) -> None:
+    """Kernel times of 8 graph replays (CUPTI sees the kernels inside a graph), as a table."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as prof
+
+    with prof(activities=[ProfilerActivity.CUDA]) as p:
+        for _ in range(8):
+            step(tok)
+        torch.cuda.synchronize()
+    table = p.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=60)
+    (out / "decode_profile.txt").write_text(table)
+    print(table, flush=True)
+
+
 def model_screen(out: Path) -> None:
     from bench.registry import build
     from ttt.generation import GraphedDecode, restore_cache, snapshot_cache
@@ -126,8 +143,8 @@ def model_screen(out: Path) -> None:
         model.prefill(x[:, :P], cache)
         snap = snapshot_cache(cache)
         rows, ref = [], None
-        for skin, pdl in (("0", "0"), ("1", "0"), ("0", "1"), ("1", "1")):
-            os.environ["TTT_SKINNY"], os.environ["TTT_PDL"] = skin, pdl
+        for skin, pdl, fstep in VARIANTS:
+            os.environ["TTT_SKINNY"], os.environ["TTT_PDL"], os.environ["TTT_FUSED_STEP"] = skin, pdl, fstep
             restore_cache(cache, snap)
             KERNEL_LAUNCHES.clear()
             logits = model.decode_step(x[:, P:], cache).float()
@@ -150,10 +167,12 @@ def model_screen(out: Path) -> None:
                 torch.cuda.synchronize()
                 ts.append(s.elapsed_time(e) / 16)
             t = sorted(ts)[3]
-            rows.append(dict(skinny=skin, pdl=pdl, ms_per_step=t, min_ms=min(ts), rel_err_vs_cublas=err,
-                             kernels=kernels))  # fmt: skip
-            print(f"model decode skinny={skin} pdl={pdl}: {t:.3f} ms/step (min {min(ts):.3f}) err {err:.2e} "
-                  f"[{kernels}]", flush=True)  # fmt: skip
+            rows.append(dict(skinny=skin, pdl=pdl, fused_step=fstep, ms_per_step=t, min_ms=min(ts),
+                             rel_err_vs_first=err, kernels=kernels))  # fmt: skip
+            print(f"model decode skinny={skin} pdl={pdl} fused_step={fstep}: {t:.3f} ms/step (min {min(ts):.3f}) "
+                  f"err {err:.2e} [{kernels}]", flush=True)  # fmt: skip
+            if (skin, pdl, fstep) == VARIANTS[-1]:
+                profile(step, tok, out)
             del step
     with open(out / "model_decode.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -168,8 +187,9 @@ def main() -> None:
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
     model_screen(out)
     print(f"[model screen {time.time() - t0:.0f} s]", flush=True)
-    gemm_screen(out)
-    print(f"[gemm screen {time.time() - t0:.0f} s]", flush=True)
+    if "--gemm" in sys.argv:
+        gemm_screen(out)
+        print(f"[gemm screen {time.time() - t0:.0f} s]", flush=True)
 
 
 if __name__ == "__main__":

@@ -163,6 +163,41 @@ def test_prologue_step_without_conv(dtype: torch.dtype) -> None:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("share_qk", [True, False])
+@pytest.mark.parametrize("p", [0, MBS - 1])  # inside a mini-batch, and the step that closes it
+def test_fused_linear_decode_step(dtype: torch.dtype, share_qk: bool, p: int) -> None:
+    """Prologue + TTT-Linear step in one kernel (ttt.fused.linear_step) against the two launches it replaces, from
+    one random state: z, every state tensor (W folded when the mini-batch closes), the offset, the conv window."""
+    from ttt.fused.linear_step import linear_decode_step
+    from ttt.ops.ttt_linear.decode import ttt_linear_step_triton
+
+    layer, xt = layer_and_input(share_qk, dtype, 1)
+    lay, args, te = layer._fused_layout(), layer._prologue_args(), layer._token_eta_cached()
+    with torch.no_grad():
+        P = F.linear(xt, layer._in_weight())
+        st = layer.init_state(B)
+        g = torch.Generator().manual_seed(11)
+        for t in (st.W, st.b, st.W_acc, st.b_acc):
+            t.copy_(torch.randn(t.shape, generator=g).to(t) * 0.3)
+        st.offset.fill_(p)
+        st_ref = type(st)(**{n: t.clone() for n, t in vars(st).items()})
+        win = rand(B, W, layer.cfg.conv_kernel, dtype=dtype, seed=12) if share_qk else None
+        win_ref = win.clone() if share_qk else None
+        pos = torch.tensor([p], device=DEV)
+        qkv, eta = ttt_io.prologue_step(P, lay, args, win_ref, pos)
+        q, k, v = (layer._heads(t) for t in qkv)
+        z_ref, _ = ttt_linear_step_triton(q, k, v, eta.transpose(1, 2), te, layer.ln_weight, layer.ln_bias, st_ref,
+                                          mini_batch_size=MBS)  # fmt: skip
+        z = linear_decode_step(P, lay, args, win, pos, te, layer.ln_weight, layer.ln_bias, st, MBS)
+    close(z, z_ref, dtype, "z")
+    for name in ("W", "b", "W_acc", "b_acc"):
+        torch.testing.assert_close(getattr(st, name), getattr(st_ref, name), rtol=0, atol=1e-5, msg=name)
+    assert int(st.offset) == int(st_ref.offset) == (p + 1) % MBS
+    if share_qk:
+        torch.testing.assert_close(win, win_ref, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("use_gate", [True, False])
 def test_epilogue(dtype: torch.dtype, use_gate: bool) -> None:
     T = 2 * MBS + 1

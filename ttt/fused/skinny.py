@@ -42,14 +42,24 @@ class SkinnyConfig:
     split: int = 1
     stages: int = 4
     warps: int = 4
-    prefetch: bool = True
+    prefetch: bool = False
+
+
+# L2 prefetch of a program's whole slice pays only where the weight is small enough to sit in L2 while it waits: the
+# o_proj (8 MB) under PDL, 5.6 vs 6.1-6.6 us; at 22-45 MB it halved the bandwidth (session-10 screen, H200).
+PREFETCH_MAX_BYTES = 16 << 20
 
 
 def default_config(n: int, k: int, epi: int) -> SkinnyConfig:
-    """Output tiles for about one wave of programs or more; split-K where there would be too few (o_proj, down)."""
+    """The session-10 screen's best tile at M = 16 for each 1.3B decode GEMM (bench/notes/session10/run1): 32
+    columns a program, split-K only where that leaves too few programs to stream (down: 64 tiles, split 4)."""
+    rows = 2 * n if epi == EPI_SILU else n
+    if rows * k * 2 <= PREFETCH_MAX_BYTES:
+        return SkinnyConfig(bn=32, bk=256 if k % 256 == 0 else 128, split=1, prefetch=True)
     tiles = triton.cdiv(n, 32)
     split = max(1, min(8, 256 // max(tiles, 1), triton.cdiv(k, 512)))
-    return SkinnyConfig(bn=32, bk=256 if k % 256 == 0 and epi != EPI_SILU else 128, split=split)
+    bk = 256 if k % 256 == 0 and epi != EPI_SILU and split == 1 else 128
+    return SkinnyConfig(bn=32, bk=bk, split=split, prefetch=False)
 
 
 def usable(x: torch.Tensor, w: torch.Tensor) -> bool:

@@ -51,7 +51,7 @@ def in_layout(width: int, num_heads: int, share_qk: bool, use_gate: bool) -> InL
 
 
 @triton.jit
-def _rope(x, xp, cs, sn, c):
+def rope_rotate(x, xp, cs, sn, c):
     """Interleaved RoPE given each channel's pair partner xp (= x[c ^ 1]): (x0 cos - x1 sin, x1 cos + x0 sin);
     c: channel indices along the last axis of x."""
     return x * cs + tl.where(c % 2 == 0, -xp, xp) * sn
@@ -116,8 +116,8 @@ def _prologue_kernel(
     sn = tl.load(sin_ptr + tab, mask=m, other=0.0)
     plane = (b * 0 + B) * T * W  # int64 (b is): q, k, v planes of the (3, B, T, W) output (2 * plane may pass 2**31)
     out = qkv_ptr + (b * T + t.to(tl.int64))[:, None] * W + c[None, :]
-    tl.store(out, _rope(q, qp, cs, sn, c).to(qkv_ptr.dtype.element_ty), mask=m)
-    tl.store(out + plane, _rope(k, kp, cs, sn, c).to(qkv_ptr.dtype.element_ty), mask=m)
+    tl.store(out, rope_rotate(q, qp, cs, sn, c).to(qkv_ptr.dtype.element_ty), mask=m)
+    tl.store(out + plane, rope_rotate(k, kp, cs, sn, c).to(qkv_ptr.dtype.element_ty), mask=m)
     tl.store(out + 2 * plane, tl.load(rows + v_off + c[None, :], mask=m, other=0.0), mask=m)
     if pid_c == 0:
         erow = eta_ptr + (b * T + t.to(tl.int64))[:, None] * H
@@ -134,7 +134,7 @@ def _prologue_kernel(
 
 
 @triton.jit
-def _window_conv(st_ptr, new, ch, cm, cw_ptr, cb_ptr, like_ptr, K: tl.constexpr, KP: tl.constexpr):
+def window_conv(st_ptr, new, ch, cm, cw_ptr, cb_ptr, like_ptr, K: tl.constexpr, KP: tl.constexpr):
     """One decode step of a causal depthwise conv on channels `ch`: the window (state[..., 1:], new) and its output
     with products, sum and bias rounded like `CausalDepthwiseConv.step`'s elementwise ops."""
     s = tl.arange(0, KP)
@@ -163,10 +163,10 @@ def _prologue_step_kernel(
         st = st_ptr + b * W * K
         x = tl.load(row + q_off + c, mask=cm, other=0.0).to(tl.float32)
         xp = tl.load(row + q_off + pc, mask=cm, other=0.0).to(tl.float32)
-        win, q = _window_conv(st, x, c, cm, cqw_ptr, cqb_ptr, qkv_ptr, K, KP)
-        _, qp = _window_conv(st, xp, pc, cm, cqw_ptr, cqb_ptr, qkv_ptr, K, KP)
-        _, k = _window_conv(st, x, c, cm, ckw_ptr, ckb_ptr, qkv_ptr, K, KP)
-        _, kp = _window_conv(st, xp, pc, cm, ckw_ptr, ckb_ptr, qkv_ptr, K, KP)
+        win, q = window_conv(st, x, c, cm, cqw_ptr, cqb_ptr, qkv_ptr, K, KP)
+        _, qp = window_conv(st, xp, pc, cm, cqw_ptr, cqb_ptr, qkv_ptr, K, KP)
+        _, k = window_conv(st, x, c, cm, ckw_ptr, ckb_ptr, qkv_ptr, K, KP)
+        _, kp = window_conv(st, xp, pc, cm, ckw_ptr, ckb_ptr, qkv_ptr, K, KP)
         # Partners' windows were read by other threads of this program: every read lands before any write.
         tl.debug_barrier()
         s = tl.arange(0, KP)
@@ -182,8 +182,8 @@ def _prologue_step_kernel(
     sn = tl.load(sin_ptr + tab, mask=cm, other=0.0)
     out = qkv_ptr + b * W + c
     plane = B * W
-    tl.store(out, _rope(q, qp, cs, sn, c).to(qkv_ptr.dtype.element_ty), mask=cm)
-    tl.store(out + plane, _rope(k, kp, cs, sn, c).to(qkv_ptr.dtype.element_ty), mask=cm)
+    tl.store(out, rope_rotate(q, qp, cs, sn, c).to(qkv_ptr.dtype.element_ty), mask=cm)
+    tl.store(out + plane, rope_rotate(k, kp, cs, sn, c).to(qkv_ptr.dtype.element_ty), mask=cm)
     tl.store(out + 2 * plane, tl.load(row + v_off + c, mask=cm, other=0.0), mask=cm)
     if pid_c == 0:
         one = tl.arange(0, 1)

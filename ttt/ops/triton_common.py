@@ -3,18 +3,48 @@ row statistics, the chunk load, and the decode step's offset advance. Imported o
 
 from __future__ import annotations
 
+import importlib
 import os
+from collections.abc import Callable
 
+import torch
 import triton
 import triton.language as tl
 
+from ttt.errors import UserError
 from ttt.ops.pdl import pdl_enter
 
 PRECISIONS = ("ieee", "tf32", "bf16")
+BACKENDS = ("auto", "triton", "gluon")
 
 
 def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def resolve_backend(
+    backend: str, q: torch.Tensor, gluon_module: str, unsupported: Callable[..., str | None], tuned: list[str],
+    prefix: str = "",
+) -> str:  # fmt: skip
+    """The prefill kernel that runs for `backend` ('auto' | 'triton' | 'gluon'): "gluon" where the Gluon kernel of
+    `gluon_module` takes the inputs (`unsupported(module)` says why not, or None) and no Triton-kernel knob was
+    tuned away from its default (`tuned` names those); "triton" otherwise, and always on CPU (Gluon has no
+    interpreter). Asking for 'gluon' where it cannot run is a one-line error."""
+    if backend not in BACKENDS:
+        raise UserError(f"{prefix}backend={backend!r}, expected one of {BACKENDS}")
+    if backend == "triton" or (backend == "auto" and not q.is_cuda):
+        return "triton"
+    if not q.is_cuda:
+        raise UserError(f"backend='gluon' needs CUDA tensors, got device '{q.device}' (Gluon has no interpreter)")
+    try:
+        module = importlib.import_module(gluon_module)  # imported here: CPU runs never load Gluon
+    except ImportError as e:  # a Triton without Gluon (it came in 3.5)
+        why = f"needs triton.experimental.gluon (triton {triton.__version__}: {e})"
+    else:
+        why = unsupported(module)
+    if backend == "gluon" and (why or tuned):
+        raise UserError(f"backend='gluon' {why or f'does not take the Triton kernel knobs {tuned}'}")
+    return "triton" if why or tuned else "gluon"
 
 
 @triton.jit

@@ -23,6 +23,52 @@ from ttt.ops.triton_common import advance_offset_kernel, interpreting, vec_ln_l2
 
 
 @triton.jit
+def step_state_prefetch(W_ptr, Wacc_ptr, pid, D: tl.constexpr, PDL: tl.constexpr):
+    """Under PDL, L2 prefetches of this head's W and W_acc (the state is most of the step's bytes and no neighbour
+    kernel writes it), issued before the kernel waits on its predecessor."""
+    if PDL:
+        lines = pid.to(tl.int64) * D * D + tl.arange(0, D * D // 32) * 32
+        prefetch_l2(W_ptr + lines)
+        prefetch_l2(Wacc_ptr + lines)
+
+
+@triton.jit
+def step_core(q, k, v, eta, p, te_ptr, lnw_ptr, lnb_ptr, W_ptr, b_ptr, Wacc_ptr, bacc_ptr, pid, hi, BS, eps,
+              D: tl.constexpr):  # fmt: skip
+    """One head's step given its fp32 q, k, v rows, eta and mini-batch position p: updates the state in memory and
+    returns out = q + LN(q W_t + b_t). Shared by this module's kernel and the fused decode kernel (ttt.fused)."""
+    r = tl.arange(0, D)
+    wofs = pid.to(tl.int64) * D * D + r[:, None] * D + r[None, :]
+    vofs = pid.to(tl.int64) * D + r
+    W = tl.load(W_ptr + wofs).to(tl.float32)
+    Wacc = tl.load(Wacc_ptr + wofs).to(tl.float32)
+    bv = tl.load(b_ptr + vofs).to(tl.float32)
+    bacc = tl.load(bacc_ptr + vofs).to(tl.float32)
+    ln_w = tl.load(lnw_ptr + hi * D + r).to(tl.float32)
+    ln_b = tl.load(lnb_ptr + hi * D + r).to(tl.float32)
+    te = tl.load(te_ptr + p).to(tl.float32)
+
+    # Gradient at W' (row vector k times W: a broadcast-multiply and a reduction over the rows of W).
+    z = tl.sum(k[:, None] * W, axis=0) + bv
+    eg = eta * vec_ln_l2_grad(z, v - k, ln_w, ln_b, D, eps)
+    Wacc += k[:, None] * eg[None, :]
+    bacc += eg
+    W_t = W - te * Wacc
+    b_t = bv - te * bacc
+
+    zq = tl.sum(q[:, None] * W_t, axis=0) + b_t
+    zc_o, rstd_o = vec_ln_stats(zq, D, eps)
+
+    closes = p == BS - 1
+    # W and b change only when the mini-batch closes: a masked store, so the common step writes 16 KB less.
+    tl.store(W_ptr + wofs, W_t.to(W_ptr.dtype.element_ty), mask=(wofs * 0 + closes.to(tl.int32)) != 0)
+    tl.store(b_ptr + vofs, b_t.to(b_ptr.dtype.element_ty), mask=(vofs * 0 + closes.to(tl.int32)) != 0)
+    tl.store(Wacc_ptr + wofs, tl.where(closes, 0.0, Wacc).to(Wacc_ptr.dtype.element_ty))
+    tl.store(bacc_ptr + vofs, tl.where(closes, 0.0, bacc).to(bacc_ptr.dtype.element_ty))
+    return q + zc_o * rstd_o * ln_w + ln_b
+
+
+@triton.jit
 def _ttt_linear_step_kernel(
     q_ptr,
     k_ptr,
@@ -50,50 +96,17 @@ def _ttt_linear_step_kernel(
     pid = tl.program_id(0)
     bi = pid // H
     hi = pid % H
-    r = tl.arange(0, D)
-    wofs = pid.to(tl.int64) * D * D + r[:, None] * D + r[None, :]
-    if PDL:
-        # The state is most of the step's bytes and no neighbour kernel writes it: warm L2 while the prologue runs.
-        lines = pid.to(tl.int64) * D * D + tl.arange(0, D * D // 32) * 32
-        prefetch_l2(W_ptr + lines)
-        prefetch_l2(Wacc_ptr + lines)
+    step_state_prefetch(W_ptr, Wacc_ptr, pid, D, PDL)
     pdl_enter(PDL)
-    vofs = pid.to(tl.int64) * D + r
+    r = tl.arange(0, D)
     xo = bi.to(tl.int64) * stride_qb + hi.to(tl.int64) * stride_qh
-
-    # Issue every load up front: the step is latency bound, the state loads are the long ones.
-    W = tl.load(W_ptr + wofs).to(tl.float32)
-    Wacc = tl.load(Wacc_ptr + wofs).to(tl.float32)
-    bv = tl.load(b_ptr + vofs).to(tl.float32)
-    bacc = tl.load(bacc_ptr + vofs).to(tl.float32)
     k = tl.load(k_ptr + xo + r).to(tl.float32)
     v = tl.load(v_ptr + xo + r).to(tl.float32)
     q = tl.load(q_ptr + xo + r).to(tl.float32)
     eta = tl.load(eta_ptr + bi.to(tl.int64) * stride_eb + hi.to(tl.int64) * stride_eh).to(tl.float32)
-    ln_w = tl.load(lnw_ptr + hi * D + r).to(tl.float32)
-    ln_b = tl.load(lnb_ptr + hi * D + r).to(tl.float32)
     p = tl.load(off_ptr).to(tl.int32)
-    te = tl.load(te_ptr + p).to(tl.float32)
-
-    # Gradient at W' (row vector k times W: a broadcast-multiply and a reduction over the rows of W).
-    z = tl.sum(k[:, None] * W, axis=0) + bv
-    eg = eta * vec_ln_l2_grad(z, v - k, ln_w, ln_b, D, eps)
-    Wacc += k[:, None] * eg[None, :]
-    bacc += eg
-    W_t = W - te * Wacc
-    b_t = bv - te * bacc
-
-    zq = tl.sum(q[:, None] * W_t, axis=0) + b_t
-    zc_o, rstd_o = vec_ln_stats(zq, D, eps)
-    out = q + zc_o * rstd_o * ln_w + ln_b
+    out = step_core(q, k, v, eta, p, te_ptr, lnw_ptr, lnb_ptr, W_ptr, b_ptr, Wacc_ptr, bacc_ptr, pid, hi, BS, eps, D)
     tl.store(o_ptr + xo + r, out.to(o_ptr.dtype.element_ty))
-
-    closes = p == BS - 1
-    # W and b change only when the mini-batch closes: a masked store, so the common step writes 16 KB less.
-    tl.store(W_ptr + wofs, W_t.to(W_ptr.dtype.element_ty), mask=(wofs * 0 + closes.to(tl.int32)) != 0)
-    tl.store(b_ptr + vofs, b_t.to(b_ptr.dtype.element_ty), mask=(vofs * 0 + closes.to(tl.int32)) != 0)
-    tl.store(Wacc_ptr + wofs, tl.where(closes, 0.0, Wacc).to(Wacc_ptr.dtype.element_ty))
-    tl.store(bacc_ptr + vofs, tl.where(closes, 0.0, bacc).to(bacc_ptr.dtype.element_ty))
 
 
 def ttt_linear_step_triton(

@@ -25,6 +25,7 @@ import triton
 import triton.language as tl
 
 from ttt.errors import UserError
+from ttt.ops import triton_common
 from ttt.ops.common import LN_EPS, TTTLinearState, check_args, note_kernel
 from ttt.ops.triton_common import (
     PRECISIONS,
@@ -498,7 +499,6 @@ def _ttt_linear_prefill_kernel(
     tl.store(bo_ptr + vofs, bv.to(bo_ptr.dtype.element_ty))
 
 
-BACKENDS = ("auto", "triton", "gluon")
 # The Triton kernel's own knobs: set to anything but ttt_linear_prefill's default, they keep "auto" on that kernel
 TRITON_KNOBS = ("num_warps", "num_stages", "skew", "one_pass_ln", "prefetch", "mma_fold", "lookahead", "fused_ln_grad")
 
@@ -514,22 +514,11 @@ def resolve_backend(
     triton_knobs: dict | None = None,
 ) -> str:
     """The kernel that runs for `backend` on these inputs: "gluon" or "triton" (see ttt_linear_prefill)."""
-    if backend not in BACKENDS:
-        raise UserError(f"backend={backend!r}: expected one of {BACKENDS}")
-    if backend == "triton" or (backend == "auto" and not q.is_cuda):
-        return "triton"
-    if not q.is_cuda:
-        raise UserError(f"backend='gluon' needs CUDA tensors, got device '{q.device}' (Gluon has no interpreter)")
     tuned = sorted(k_ for k_, v_ in (triton_knobs or {}).items() if _TRITON_KNOB_DEFAULTS[k_] != v_)
-    try:
-        from ttt.ops.ttt_linear import prefill_gluon  # imported here: CPU runs never load Gluon
-    except ImportError as e:  # a Triton without Gluon (it came in 3.5)
-        why = f"needs triton.experimental.gluon (triton {triton.__version__}: {e})"
-    else:
-        why = prefill_gluon.unsupported(q, k, v, state, mini_batch_size, precision)
-    if backend == "gluon" and (why or tuned):
-        raise UserError(f"backend='gluon' {why or f'does not take the Triton kernel knobs {tuned}'}")
-    return "triton" if why or tuned else "gluon"
+    return triton_common.resolve_backend(
+        backend, q, "ttt.ops.ttt_linear.prefill_gluon",
+        lambda m: m.unsupported(q, k, v, state, mini_batch_size, precision), tuned,
+    )  # fmt: skip
 
 
 # Measured on an H200 (bench/notes/session4.md, op shape (a)): capped at 168 registers the kernel spills a little

@@ -33,6 +33,7 @@ import triton
 import triton.language as tl
 
 from ttt.errors import UserError
+from ttt.ops import triton_common
 from ttt.ops.common import LN_EPS, TTTMLPState, check_args, note_kernel
 from ttt.ops.triton_common import (
     PRECISIONS,
@@ -488,9 +489,6 @@ def ttt_mlp_prefill(
     return out, TTTMLPState(W1, b1, W2, b2, W1a, b1a, W2a, b2a, offset)
 
 
-BACKENDS = ("auto", "triton", "gluon")
-
-
 def resolve_backend(
     backend: str,
     q: torch.Tensor,
@@ -503,22 +501,11 @@ def resolve_backend(
 ) -> str:
     """The kernel that runs launch 2 for `backend` on these inputs: "gluon" or "triton" (see ttt_mlp_prefill).
     `knobs`: this kernel's tuning arguments as passed (any but its defaults keep "auto" on it)."""
-    if backend not in BACKENDS:
-        raise UserError(f"ttt_mlp triton: backend={backend!r}, expected one of {BACKENDS}")
-    if backend == "triton" or (backend == "auto" and not q.is_cuda):
-        return "triton"
-    if not q.is_cuda:
-        raise UserError(f"backend='gluon' needs CUDA tensors, got device '{q.device}' (Gluon has no interpreter)")
     tuned = sorted(n for n, val in knobs.items() if val != _KNOB_DEFAULTS[n])
-    try:
-        from ttt.ops.ttt_mlp import prefill_gluon  # imported here: CPU runs never load Gluon
-    except ImportError as e:  # a Triton without Gluon (it came in 3.5)
-        why = f"needs triton.experimental.gluon (triton {triton.__version__}: {e})"
-    else:
-        why = prefill_gluon.unsupported(q, k, v, tuple(state), mini_batch_size, precision)
-    if backend == "gluon" and (why or tuned):
-        raise UserError(f"backend='gluon' {why or f'does not take the Triton kernel knobs {tuned}'}")
-    return "triton" if why or tuned else "gluon"
+    return triton_common.resolve_backend(
+        backend, q, "ttt.ops.ttt_mlp.prefill_gluon",
+        lambda m: m.unsupported(q, k, v, tuple(state), mini_batch_size, precision), tuned, prefix="ttt_mlp triton: ",
+    )  # fmt: skip
 
 
 # What `ttt_mlp_prefill` resolves each knob to when left at its default on a GPU (fast_tanh: on with bf16 operands;

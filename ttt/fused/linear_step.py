@@ -1,0 +1,112 @@
+"""The TTT-Linear layer's decode step as one launch: the prologue (q/k convs over the shared projection's window,
+RoPE, eta) and the op's step, per (sequence, head), from the in-proj GEMM's output row P.
+
+Every input the step needs from the prologue is local to a head: its 64 channels of the q/k projection (RoPE pairs
+stay in the head), its v channels, its theta_lr logit. So one program does both, and the (3, B, 1, W) q/k/v
+buffer, the eta tensor and two launches a layer (the prologue, and the offset advance of
+`ttt.ops.ttt_linear.decode`) are gone. The mini-batch position comes from `pos` (the model's seqlen mod the
+mini-batch, which the state's offset equals in every model flow: prefill sets both), so no program reads the
+offset while another advances it: program 0 writes (pos + 1) mod b into the state's offset.
+
+References: `ttt_io.prologue_step` then `ttt_linear_step_triton` (same device functions, same roundings), which is
+what the layer runs without this kernel; tests/ttt/test_ttt_fused.py compares the two.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ttt.fused._jit import rnd, sigmoid
+from ttt.fused.ttt_io import InLayout, PrologueArgs, _conv_ptrs, rope_rotate, window_conv
+from ttt.ops.common import LN_EPS, TTTLinearState, note_kernel
+from ttt.ops.pdl import launch_opts, pdl_enter, pdl_on
+from ttt.ops.ttt_linear.decode import step_core, step_state_prefetch
+
+
+@triton.jit
+def _linear_decode_kernel(
+    p_ptr, cqw_ptr, cqb_ptr, ckw_ptr, ckb_ptr, cos_ptr, sin_ptr, lrb_ptr, pos_ptr, st_ptr,
+    te_ptr, lnw_ptr, lnb_ptr, W_ptr, b_ptr, Wacc_ptr, bacc_ptr, off_ptr, o_ptr,
+    H, N, W, BS, q_off, k_off, v_off, lr_off, eta_scale, eps,
+    D: tl.constexpr, K: tl.constexpr, KP: tl.constexpr, SHARE_QK: tl.constexpr, PDL: tl.constexpr,
+):  # fmt: skip
+    pid = tl.program_id(0)
+    bi = (pid // H).to(tl.int64)
+    hi = pid % H
+    step_state_prefetch(W_ptr, Wacc_ptr, pid, D, PDL)
+    pdl_enter(PDL)
+    r = tl.arange(0, D)
+    c = hi * D + r
+    pc = c ^ 1  # RoPE partner channel, in the same head (d is even)
+    cm = r < D
+    row = p_ptr + bi * N
+    if SHARE_QK:
+        st = st_ptr + bi * W * K
+        x = tl.load(row + q_off + c).to(tl.float32)
+        xp = tl.load(row + q_off + pc).to(tl.float32)
+        win, q = window_conv(st, x, c, cm, cqw_ptr, cqb_ptr, p_ptr, K, KP)
+        _, qp = window_conv(st, xp, pc, cm, cqw_ptr, cqb_ptr, p_ptr, K, KP)
+        _, k = window_conv(st, x, c, cm, ckw_ptr, ckb_ptr, p_ptr, K, KP)
+        _, kp = window_conv(st, xp, pc, cm, ckw_ptr, ckb_ptr, p_ptr, K, KP)
+        # Partners' windows were read by other threads of this program: every read lands before any write.
+        tl.debug_barrier()
+        s = tl.arange(0, KP)
+        tl.store(st + c[:, None] * K + s[None, :], win.to(st_ptr.dtype.element_ty), mask=(s < K)[None, :])
+    else:
+        q = tl.load(row + q_off + c).to(tl.float32)
+        qp = tl.load(row + q_off + pc).to(tl.float32)
+        k = tl.load(row + k_off + c).to(tl.float32)
+        kp = tl.load(row + k_off + pc).to(tl.float32)
+    p = tl.load(pos_ptr).to(tl.int32)
+    tab = p * (D // 2) + r // 2
+    cs = tl.load(cos_ptr + tab)
+    sn = tl.load(sin_ptr + tab)
+    # q, k, v in the model dtype, as the prologue stores them for the op
+    q = rnd(rope_rotate(q, qp, cs, sn, c), p_ptr)
+    k = rnd(rope_rotate(k, kp, cs, sn, c), p_ptr)
+    v = tl.load(row + v_off + c).to(tl.float32)
+    logit = rnd(tl.load(row + lr_off + hi).to(tl.float32) + tl.load(lrb_ptr + hi).to(tl.float32), p_ptr)
+    eta = eta_scale * sigmoid(logit)
+    out = step_core(q, k, v, eta, p, te_ptr, lnw_ptr, lnb_ptr, W_ptr, b_ptr, Wacc_ptr, bacc_ptr, pid, hi, BS, eps, D)
+    tl.store(o_ptr + pid.to(tl.int64) * D + r, out.to(o_ptr.dtype.element_ty))
+    if pid == 0:
+        tl.store(off_ptr, ((p + 1) % BS).to(off_ptr.dtype.element_ty))
+
+
+def linear_decode_step(
+    P: torch.Tensor,
+    lay: InLayout,
+    a: PrologueArgs,
+    conv_state: torch.Tensor | None,
+    pos: torch.Tensor,
+    token_eta: torch.Tensor,
+    ln_w: torch.Tensor,
+    ln_b: torch.Tensor,
+    state: TTTLinearState,
+    mini_batch_size: int,
+) -> torch.Tensor:
+    """P (B, 1, n) the in-proj GEMM's row, the q/k conv window (B, W, K) advanced in place (share_qk), `pos` a (1,)
+    device tensor -> z (B, H, 1, d), the op's output in P's dtype; the state is updated in place (offset included).
+    One launch, no host sync (CUDA-graph capturable)."""
+    B, T, N = P.shape
+    H = N - lay.lr
+    W = lay.v - lay.k
+    D = a.head_dim
+    assert T == 1 and P.is_contiguous() and H * D == W
+    st = (state.W, state.b, state.W_acc, state.b_acc)
+    assert all(t.is_contiguous() for t in st), "the fused step updates the state in place"
+    if lay.share_qk:
+        assert conv_state is not None and conv_state.is_contiguous() and conv_state.shape[:2] == (B, W)
+    cqw, cqb, ckw, ckb, K = _conv_ptrs(lay, a, P)
+    z = torch.empty(B, H, 1, D, dtype=P.dtype, device=P.device)
+    pdl = pdl_on(P)
+    note_kernel(f"ttt_linear_decode/fused{'+pdl' if pdl else ''}")
+    _linear_decode_kernel[(B * H,)](
+        P, cqw, cqb, ckw, ckb, a.cos, a.sin, a.lr_bias, pos, conv_state if conv_state is not None else P,
+        token_eta, ln_w, ln_b, *st, state.offset, z,
+        H, N, W, mini_batch_size, lay.q, lay.k, lay.v, lay.lr, a.eta_scale, LN_EPS,
+        D=D, K=K, KP=triton.next_power_of_2(K), SHARE_QK=lay.share_qk, PDL=pdl, num_warps=4, **launch_opts(pdl),
+    )  # fmt: skip
+    return z
