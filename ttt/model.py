@@ -43,14 +43,16 @@ class SwiGLU(nn.Module):
         out.view(-1, out.shape[-1]).addmm_(a.view(-1, a.shape[-1]), self.down_proj.weight.t())
         return out
 
-    def fused_add_step(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    def fused_add_step(self, x: torch.Tensor, out: torch.Tensor, norm: Any = None) -> torch.Tensor:
         """`fused_add` for a decode step: the skinny kernels (`ttt.fused.skinny`), SiLU * up in the gate|up GEMM's
-        epilogue and the residual in the down GEMM's; cuBLAS + `silu_mul` where they do not apply."""
+        epilogue and the residual in the down GEMM's; cuBLAS + `silu_mul` where they do not apply. `norm` (a
+        skinny.RowNorm): x's rows normalised by the gate|up kernel as it loads them (x may then be `out` itself)."""
         from ttt.fused import skinny
 
         parts = [self.gate_proj.weight, self.up_proj.weight]
         w = self._derived.get("gate_up", parts, lambda: torch.cat(parts, dim=0))
-        return skinny.linear(skinny.linear_silu(x, w), self.down_proj.weight, out)
+        a = skinny.linear_silu(x, w, norm=norm, static_weights=not self._derived.rebuilt)
+        return skinny.linear(a, self.down_proj.weight, out, static_weights=True)
 
 
 class Block(nn.Module):
@@ -101,7 +103,7 @@ class Block(nn.Module):
         return self.mlp.fused_add(h2, out=x2)
 
     def _step_fused(self, x: torch.Tensor, cache: LayerCache, pos: torch.Tensor, impl: str) -> torch.Tensor:
-        from ttt.fused import norm
+        from ttt.fused import norm, skinny
         from ttt.ops.pdl import pdl_on
 
         pdl = pdl_on(x)
@@ -114,11 +116,12 @@ class Block(nn.Module):
                 self.seq_norm.eps,
             )  # fmt: skip
             x2 = self.ttt.fused_step(h, cache, pos, impl, out=x1)
-            h2 = norm.rmsnorm(x2, self.ffn_norm.weight, self.ffn_norm.eps, pdl)
-        else:
-            h = norm.rmsnorm(x, self.seq_norm.weight, self.seq_norm.eps, pdl)
-            o = self.ttt.fused_step(h, cache, pos, impl)
-            x2, h2 = norm.add_rmsnorm(x, o, self.ffn_norm.weight, self.ffn_norm.eps, pdl)
+            # the ffn RMSNorm is applied by the gate|up kernel as it reads x2
+            ffn = skinny.RowNorm("rms", self.ffn_norm.weight, self.ffn_norm.eps)
+            return self.mlp.fused_add_step(x2, out=x2, norm=ffn)
+        h = norm.rmsnorm(x, self.seq_norm.weight, self.seq_norm.eps, pdl)
+        o = self.ttt.fused_step(h, cache, pos, impl)
+        x2, h2 = norm.add_rmsnorm(x, o, self.ffn_norm.weight, self.ffn_norm.eps, pdl)
         return self.mlp.fused_add_step(h2, out=x2)
 
 

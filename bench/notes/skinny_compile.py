@@ -21,14 +21,15 @@ from ttt_mlp_spills_compile import TARGET, ptxas_report  # noqa: E402
 from ttt.fused import skinny  # noqa: E402
 from ttt.ops.ttt_linear import decode  # noqa: E402
 
-SHAPES = {"in_proj": (6176, 2048, 0), "o_proj": (2048, 2048, 1), "gate_up": (5504, 2048, 2), "down": (2048, 5504, 1)}
+# name: (N, K, epilogue, row norm of the A operand: 0 none, 1 RMSNorm, 2 LayerNorm + gate), as the decode step runs them
+SHAPES = {"in_proj": (6176, 2048, 0, 0), "o_proj": (2048, 2048, 1, 2), "gate_up": (5504, 2048, 2, 1),
+          "down": (2048, 5504, 1, 0)}  # fmt: skip
 
 
 def compile_fn(fn, consts, opts, ptr_types):
     sig = {n: "constexpr" if n in consts else ptr_types.get(n, "*fp32" if n.endswith("_ptr") else "i32")
            for n in fn.arg_names}  # fmt: skip
-    if "eps" in sig:
-        sig["eps"] = "fp32"
+    sig.update({n: "fp32" for n in ("eps", "eta_scale") if n in sig})
     src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(k),): v for k, v in consts.items()})
     return triton.compile(src, target=TARGET, options=opts)
 
@@ -52,20 +53,28 @@ def report(name, k):
 
 def main() -> int:
     print(f"triton {triton.__version__}")
-    for name, (n, k, epi) in SHAPES.items():
+    for name, (n, k, epi, norm) in SHAPES.items():
         cfg = skinny.default_config(n, k, epi)
         ks = triton.cdiv(triton.cdiv(k, cfg.split), cfg.bk) * cfg.bk
         split = triton.cdiv(k, ks)
         for pdl in (False, True):
             consts = dict(BM=16, BN=cfg.bn, BK=cfg.bk, KS=ks, SPLIT=split, EPI=epi, STAGES=cfg.stages,
                           PREFETCH=cfg.prefetch, LINES=triton.next_power_of_2(triton.cdiv(ks, 64)), PDL=pdl,
-                          INTERP=False)  # fmt: skip
+                          PRELOAD=pdl, NORM=norm, GATE=norm == 2, INTERP=False)  # fmt: skip
             kern = compile_fn(skinny._skinny_kernel, consts, {"num_warps": cfg.warps, "launch_pdl": pdl},
-                              {"x_ptr": "*bf16", "w_ptr": "*bf16", "o_ptr": "*bf16", "cnt_ptr": "*i32"})  # fmt: skip
+                              {"x_ptr": "*bf16", "w_ptr": "*bf16", "o_ptr": "*bf16", "cnt_ptr": "*i32", "nw_ptr": "*bf16",
+                               "nb_ptr": "*bf16", "g_ptr": "*bf16", "eps": "fp32"})  # fmt: skip
             report(f"{name} {cfg} split {split} pdl {pdl}", kern)
     bf = {n: "*bf16" for n in ("q_ptr", "k_ptr", "v_ptr", "o_ptr")} | {"off_ptr": "*i64"}
     kern = compile_fn(decode._ttt_linear_step_kernel, {"D": 64, "PDL": True}, {"num_warps": 4, "launch_pdl": True}, bf)
     report("ttt_linear_step pdl", kern)
+    from ttt.fused import linear_step
+
+    bf |= {"p_ptr": "*bf16", "st_ptr": "*bf16", "cqw_ptr": "*bf16", "cqb_ptr": "*bf16", "ckw_ptr": "*bf16",
+           "ckb_ptr": "*bf16", "lrb_ptr": "*bf16", "pos_ptr": "*i64"}  # fmt: skip
+    consts = {"D": 64, "K": 4, "KP": 4, "SHARE_QK": True, "PDL": True}
+    kern = compile_fn(linear_step._linear_decode_kernel, consts, {"num_warps": 4, "launch_pdl": True}, bf)
+    report("fused linear decode step pdl", kern)
     return 0
 
 

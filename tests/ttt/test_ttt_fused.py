@@ -38,9 +38,10 @@ W, B = 48, 2  # a width that is not a power of two: the kernels pad and mask col
 
 
 @pytest.fixture(autouse=True)
-def ieee_op(monkeypatch):
-    """On CPU, the Triton op with fp32 operands (see the module docstring)."""
-    if not ON_GPU:
+def ieee_op(monkeypatch, request):
+    """The Triton op with fp32 operands (see the module docstring) in every test but the GPU-marked ones: the
+    others' fp32 tolerances are for fp32 arithmetic, on CPU or GPU (on a GPU the op's default is bf16 operands)."""
+    if not ON_GPU or request.node.get_closest_marker("gpu") is None:
         from ttt.ops import ttt_linear as ops
 
         fn = functools.partial(ops.IMPLS["triton"], precision="ieee", one_pass_ln=False)

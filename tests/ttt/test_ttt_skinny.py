@@ -80,6 +80,37 @@ def test_skinny_matches_float64(M: int, N: int, K: int, cfg: skinny.SkinnyConfig
     assert rel(a, silu_ref(x, wgu)) < 2e-2, rel(a, silu_ref(x, wgu))
 
 
+@pytest.mark.parametrize("cfg", CFGS[:2], ids=["split1", "split3"])
+@pytest.mark.parametrize("case", ["rms+silu", "ln+gate+residual", "ln"])
+def test_row_norm_prologue(cfg: skinny.SkinnyConfig, case: str) -> None:
+    """The normalisation applied to A as it is loaded (statistics over the whole row, whatever the K split) equals
+    the reference kernels' normalised rows fed to the same GEMM: RMSNorm before gate|up, post-LN and gate before
+    o_proj."""
+    M, N, K = 7, 48, 1000
+    x, w = operands(M, 2 * N if case.endswith("silu") else N, K)
+    x = (x * 3 + 1).to(BF)  # a mean and a scale for the norms to remove
+    g = torch.Generator().manual_seed(9)
+    weight = (1 + 0.3 * torch.randn(K, generator=g)).to(DEV, BF)
+    bias = (0.2 * torch.randn(K, generator=g)).to(DEV, BF)
+    gate = torch.randn(M, K, generator=g).to(DEV, BF)
+    if case == "rms+silu":
+        norm = skinny.RowNorm("rms", weight, 1e-6)
+        got = skinny.skinny_gemm(x, w, epi=skinny.EPI_SILU, norm=norm, cfg=cfg)
+        ref = silu_ref(norm.apply(x), w)
+    elif case == "ln":
+        norm = skinny.RowNorm("ln", weight, 1e-6, bias)
+        got, ref = skinny.skinny_gemm(x, w, norm=norm, cfg=cfg), norm.apply(x).double() @ w.double().t()
+    else:
+        norm = skinny.RowNorm("ln", weight, 1e-6, bias, gate)
+        out = torch.randn(M, N, generator=g).to(DEV, BF)
+        ref = out.double() + norm.apply(x).double() @ w.double().t()
+        got = skinny.skinny_gemm(x, w, out, epi=skinny.EPI_RESIDUAL, norm=norm, cfg=cfg)
+    assert rel(got, ref) < 2e-2, rel(got, ref)
+    # without the norm the result is far off: the test sees it
+    plain = skinny.skinny_gemm(x, w, epi=skinny.EPI_SILU if case.endswith("silu") else skinny.EPI_NONE, cfg=cfg)
+    assert rel(plain, ref) > 0.1
+
+
 def test_linear_dispatch_and_fallbacks(monkeypatch) -> None:
     """`linear` takes the kernel at <= 16 rows of bf16 and says so; cuBLAS (F.linear, addmm_) otherwise, bit-equal
     to those. Bad calls of the kernel itself are one-line errors."""
@@ -145,15 +176,17 @@ LAYER_SHAPES = {"in_proj": (6176, 2048), "o_proj": (2048, 2048), "gate_up": (550
 @pytest.mark.gpu
 @pytest.mark.skipif(not ON_GPU, reason="needs a CUDA device")
 @pytest.mark.parametrize("name", list(LAYER_SHAPES))
-@pytest.mark.parametrize("pdl", [False, True])
-def test_gpu_layer_shapes(name: str, pdl: bool) -> None:
+@pytest.mark.parametrize("pdl,static", [(False, False), (True, False), (True, True)])
+def test_gpu_layer_shapes(name: str, pdl: bool, static: bool) -> None:
+    """static: the first weight tile loaded before the PDL wait."""
     N, K = LAYER_SHAPES[name]
     x, w = operands(16, 2 * N if name == "gate_up" else N, K)
+    kw = dict(pdl=pdl, static_weights=static)
     if name == "gate_up":
-        got, ref = skinny.skinny_gemm(x, w, epi=skinny.EPI_SILU, pdl=pdl), silu_ref(x, w)
+        got, ref = skinny.skinny_gemm(x, w, epi=skinny.EPI_SILU, **kw), silu_ref(x, w)
         assert rel(got, ref) < 2e-2, rel(got, ref)
     else:
-        got, ref = skinny.skinny_gemm(x, w, pdl=pdl), x.double() @ w.double().t()
+        got, ref = skinny.skinny_gemm(x, w, **kw), x.double() @ w.double().t()
         assert rel(got, ref) < 1e-2, rel(got, ref)
     torch.cuda.synchronize()
 
@@ -169,8 +202,8 @@ def test_gpu_pdl_chain_in_a_graph() -> None:
     def chain(pdl: bool) -> torch.Tensor:
         h = xs.clone()
         for i in range(6):
-            y = skinny.skinny_gemm(h, ws if i % 2 else w2, pdl=pdl)
-            h = skinny.skinny_gemm(y, ws, h, epi=skinny.EPI_RESIDUAL, pdl=pdl)
+            y = skinny.skinny_gemm(h, ws if i % 2 else w2, pdl=pdl, static_weights=pdl)
+            h = skinny.skinny_gemm(y, ws, h, epi=skinny.EPI_RESIDUAL, pdl=pdl, static_weights=pdl)
         return h
 
     ref = chain(False)

@@ -24,12 +24,16 @@ class DerivedParams:
 
     def __init__(self) -> None:
         self._store: dict[str, tuple[Hashable, torch.Tensor]] = {}
+        # Whether the latest `get` built its value: a kernel launched next must not read that value before its PDL
+        # wait (`ttt.fused.skinny`'s static_weights), since the building kernel is then its predecessor.
+        self.rebuilt = False
 
     def get(
         self, name: str, sources: Sequence[torch.Tensor], build: Callable[[], torch.Tensor], extra: Hashable = ()
     ) -> torch.Tensor:
         """The value of `build()` (run under no_grad) for the current state of `sources`; `extra` adds to the key
         what the sources do not fix (e.g. the device of a table built from config values only)."""
+        self.rebuilt = True
         try:
             key = (tuple(_fingerprint(t) for t in sources), extra)
         except RuntimeError:  # inference tensors have no version counter: nothing to key on, so no caching
@@ -37,6 +41,7 @@ class DerivedParams:
                 return build()
         hit = self._store.get(name)
         if hit is not None and hit[0] == key:
+            self.rebuilt = False
             return hit[1]
         with torch.no_grad():
             value = build()

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from ttt.fused._jit import rnd, sigmoid
+from ttt.fused._jit import gelu_tanh, rnd, sigmoid
 from ttt.ops.common import note_kernel
 from ttt.ops.pdl import launch_opts, pdl_enter, pdl_on, prefetch_l2
 
@@ -108,11 +108,49 @@ def _epilogue(acc, acc_u, o_ptr, rm, rn, om, som, EPI: tl.constexpr):
 
 
 @triton.jit
+def _row_stats(x_ptr, rm, mm, sxm, K, BK: tl.constexpr, NORM: tl.constexpr, eps):
+    """(mean, 1/sqrt(var + eps)) of each of x's full rows for a LayerNorm (NORM 2), (0, 1/sqrt(mean sq + eps))
+    for an RMSNorm (NORM 1); one pass over the row, from L2 (the previous kernel just wrote it)."""
+    rk = tl.arange(0, BK)
+    s1 = tl.zeros([rm.shape[0]], dtype=tl.float32)
+    s2 = tl.zeros([rm.shape[0]], dtype=tl.float32)
+    for k0 in tl.range(0, K, BK):
+        kk = k0 + rk
+        x = tl.load(x_ptr + rm[:, None] * sxm + kk[None, :], mask=mm[:, None] & (kk < K)[None, :], other=0.0)
+        x = x.to(tl.float32)
+        s1 += tl.sum(x, axis=1)
+        s2 += tl.sum(x * x, axis=1)
+    if NORM == 1:
+        return s1 * 0.0, 1.0 / tl.sqrt(s2 / K + eps)
+    else:
+        mu = s1 / K
+        return mu, 1.0 / tl.sqrt(tl.maximum(s2 / K - mu * mu, 0.0) + eps)
+
+
+@triton.jit
+def _normed(x, x_ptr, kk, km, rm, mm, mu, rstd, nw_ptr, nb_ptr, g_ptr, sgm, NORM: tl.constexpr,
+            GATE: tl.constexpr):  # fmt: skip
+    """The A operand a chunk of x becomes, rounded where the reference kernels round: RMSNorm as `norm.rmsnorm`
+    (w * dtype(x * rstd)); LayerNorm then GELU_tanh(gate) * it as `ttt_io.epilogue`."""
+    xf = x.to(tl.float32)
+    w = tl.load(nw_ptr + kk, mask=km, other=0.0).to(tl.float32)[None, :]
+    if NORM == 1:
+        y = rnd(w * rnd(xf * rstd[:, None], x_ptr), x_ptr)
+    else:
+        b = tl.load(nb_ptr + kk, mask=km, other=0.0).to(tl.float32)[None, :]
+        y = rnd((xf - mu[:, None]) * rstd[:, None] * w + b, x_ptr)
+        if GATE:
+            g = tl.load(g_ptr + rm[:, None] * sgm + kk[None, :], mask=mm[:, None] & km[None, :], other=0.0)
+            y = rnd(rnd(gelu_tanh(g.to(tl.float32)), x_ptr) * y, x_ptr)
+    return y.to(x.dtype)
+
+
+@triton.jit
 def _skinny_kernel(
-    x_ptr, w_ptr, o_ptr, ws_ptr, cnt_ptr, M, N, K, sxm, som,
+    x_ptr, w_ptr, o_ptr, ws_ptr, cnt_ptr, nw_ptr, nb_ptr, g_ptr, M, N, K, sxm, som, sgm, eps,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, KS: tl.constexpr, SPLIT: tl.constexpr,
     EPI: tl.constexpr, STAGES: tl.constexpr, PREFETCH: tl.constexpr, LINES: tl.constexpr, PDL: tl.constexpr,
-    INTERP: tl.constexpr,
+    PRELOAD: tl.constexpr, NORM: tl.constexpr, GATE: tl.constexpr, INTERP: tl.constexpr,
 ):  # fmt: skip
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -120,21 +158,45 @@ def _skinny_kernel(
     nm = rn < N
     k_lo = pid_k * KS
     k_hi = tl.minimum(k_lo + KS, K)
+    rk = tl.arange(0, BK)
+    wrow = w_ptr + rn.to(tl.int64)[:, None] * K
     if PREFETCH:
         _prefetch_slice(w_ptr, rn, nm, k_lo, k_hi, K, LINES)
         if EPI == 2:
             _prefetch_slice(w_ptr, rn + N, nm, k_lo, k_hi, K, LINES)
+    if PRELOAD:
+        # The caller vouches that the kernel launched just before does not write w (true of a decode step's
+        # weights): the first K step's weight tile is loaded before the PDL wait, while that kernel still runs.
+        wm0 = nm[:, None] & (k_lo + rk < k_hi)[None, :]
+        w0 = tl.load(wrow + (k_lo + rk)[None, :], mask=wm0, other=0.0)
+        if EPI == 2:
+            w0u = tl.load(wrow + N * K + (k_lo + rk)[None, :], mask=wm0, other=0.0)
     pdl_enter(PDL)
     rm = tl.arange(0, BM)
     mm = rm < M
-    rk = tl.arange(0, BK)
-    wrow = w_ptr + rn.to(tl.int64)[:, None] * K
+    mu = tl.zeros([BM], dtype=tl.float32)
+    rstd = tl.zeros([BM], dtype=tl.float32)
+    if NORM != 0:
+        mu, rstd = _row_stats(x_ptr, rm, mm, sxm, K, BK, NORM, eps)
     acc = tl.zeros([BM, BN], dtype=tl.float32)
     acc_u = tl.zeros([BM, BN], dtype=tl.float32)
-    for k0 in tl.range(k_lo, k_hi, BK, num_stages=STAGES):
+    k_start = k_lo
+    if PRELOAD:
+        kk = k_lo + rk
+        km = kk < k_hi
+        x = tl.load(x_ptr + rm[:, None] * sxm + kk[None, :], mask=mm[:, None] & km[None, :], other=0.0)
+        if NORM != 0:
+            x = _normed(x, x_ptr, kk, km, rm, mm, mu, rstd, nw_ptr, nb_ptr, g_ptr, sgm, NORM, GATE)
+        acc = _dot_t(x, w0, acc, INTERP)
+        if EPI == 2:
+            acc_u = _dot_t(x, w0u, acc_u, INTERP)
+        k_start = k_lo + BK
+    for k0 in tl.range(k_start, k_hi, BK, num_stages=STAGES):
         kk = k0 + rk
         km = kk < k_hi
         x = tl.load(x_ptr + rm[:, None] * sxm + kk[None, :], mask=mm[:, None] & km[None, :], other=0.0)
+        if NORM != 0:
+            x = _normed(x, x_ptr, kk, km, rm, mm, mu, rstd, nw_ptr, nb_ptr, g_ptr, sgm, NORM, GATE)
         wm = nm[:, None] & km[None, :]
         acc = _dot_t(x, tl.load(wrow + kk[None, :], mask=wm, other=0.0), acc, INTERP)
         if EPI == 2:
@@ -179,18 +241,47 @@ def _workspace(device: torch.device, floats: int, tiles: int) -> tuple[torch.Ten
     return _WORKSPACE[key]
 
 
+@dataclass(frozen=True)
+class RowNorm:
+    """A normalisation of x's rows that the kernel applies as it loads its A operand (so the normalised rows never
+    go through memory): 'rms' is `ttt.layer.RMSNorm` (weight, eps); 'ln' is a LayerNorm (weight, bias, eps), then
+    times GELU_tanh(gate) when `gate` (M, K) is given: the TTT layer's post-norm and gate."""
+
+    kind: str
+    weight: torch.Tensor
+    eps: float
+    bias: torch.Tensor | None = None
+    gate: torch.Tensor | None = None
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """The reference: what the PyTorch layers compute (and the fallback where the kernel does not apply)."""
+        if self.kind == "rms":
+            from ttt.fused.norm import rmsnorm
+
+            return rmsnorm(x, self.weight, self.eps)
+        y = F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
+        return y if self.gate is None else F.gelu(self.gate, approximate="tanh") * y
+
+
+_NORM_KINDS = {"rms": 1, "ln": 2}
+
+
 def skinny_gemm(
     x: torch.Tensor,
     w: torch.Tensor,
     out: torch.Tensor | None = None,
     *,
     epi: int = EPI_NONE,
+    norm: RowNorm | None = None,
+    static_weights: bool = False,
     cfg: SkinnyConfig | None = None,
     pdl: bool | None = None,
 ) -> torch.Tensor:
     """x (M, K) with M <= 16, w (N', K) contiguous, 16-bit. EPI_NONE: returns x w^T (M, N'). EPI_RESIDUAL: adds
     x w^T into `out` (M, N') in place and returns it. EPI_SILU: w is [W_gate; W_up] (2N, K); returns
-    SiLU(x W_gate^T) * (x W_up^T) (M, N). pdl None: on where `ttt.ops.pdl.pdl_on` says."""
+    SiLU(x W_gate^T) * (x W_up^T) (M, N). `norm`: x's rows normalised first (RowNorm). `static_weights`: the kernel
+    launched just before does not write w, so under PDL the first weight tile is loaded before the wait (true of
+    every GEMM in a decode step). pdl None: on where `ttt.ops.pdl.pdl_on` says."""
     M, K = x.shape
     if M > MAX_ROWS or x.stride(-1) != 1:
         raise ValueError(f"skinny_gemm takes at most {MAX_ROWS} unit-stride rows, got x of shape {tuple(x.shape)}")
@@ -200,6 +291,11 @@ def skinny_gemm(
             raise ValueError("skinny_gemm(epi=EPI_RESIDUAL) needs out of shape (M, N) with unit last stride")
     else:
         out = torch.empty(M, N, dtype=x.dtype, device=x.device)
+    if norm is not None and norm.kind not in _NORM_KINDS:
+        raise ValueError(f"RowNorm kind {norm.kind!r}: expected one of {sorted(_NORM_KINDS)}")
+    gate = norm.gate if norm is not None else None
+    if gate is not None and (gate.shape != (M, K) or gate.stride(-1) != 1):
+        raise ValueError(f"RowNorm gate must be (M, K) = {(M, K)} with unit last stride, got {tuple(gate.shape)}")
     cfg = cfg or default_config(N, K, epi)
     pdl = pdl_on(x) if pdl is None else pdl
     prefetch = cfg.prefetch and x.is_cuda
@@ -207,38 +303,59 @@ def skinny_gemm(
     split = triton.cdiv(K, ks)
     tiles = triton.cdiv(N, cfg.bn)
     ws, cnt = _workspace(x.device, split * MAX_ROWS * N * (2 if epi == EPI_SILU else 1), tiles) if split > 1 else (x, x)
+    nw = norm.weight if norm is not None else x
+    nb = norm.bias if norm is not None and norm.bias is not None else nw
     note_kernel(f"decode_gemm/skinny{'+pdl' if pdl else ''}")
     _skinny_kernel[(tiles, split)](
-        x, w, out, ws, cnt, M, N, K, x.stride(0), out.stride(0),
+        x, w, out, ws, cnt, nw, nb, gate if gate is not None else x, M, N, K, x.stride(0), out.stride(0),
+        gate.stride(0) if gate is not None else 0, norm.eps if norm is not None else 0.0,
         BM=MAX_ROWS, BN=cfg.bn, BK=cfg.bk, KS=ks, SPLIT=split, EPI=epi, STAGES=cfg.stages, PREFETCH=prefetch,
-        LINES=triton.next_power_of_2(triton.cdiv(ks, 64)), PDL=pdl, INTERP=not x.is_cuda, num_warps=cfg.warps, **launch_opts(pdl),
+        LINES=triton.next_power_of_2(triton.cdiv(ks, 64)), PDL=pdl, PRELOAD=pdl and static_weights,
+        NORM=_NORM_KINDS[norm.kind] if norm is not None else 0, GATE=gate is not None, INTERP=not x.is_cuda,
+        num_warps=cfg.warps, **launch_opts(pdl),
     )  # fmt: skip
     return out
 
 
-def linear(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+def linear(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    out: torch.Tensor | None = None,
+    norm: RowNorm | None = None,
+    static_weights: bool = False,
+) -> torch.Tensor:
     """F.linear(x, w) for x (..., K), or with `out` (x's shape but N columns, contiguous) out + F.linear(x, w) added
-    into out in place. The skinny kernel where `usable`, else cuBLAS."""
+    into out in place; with `norm`, of norm.apply(x) (its gate shaped like x). The skinny kernel where `usable`
+    (`static_weights` as in `skinny_gemm`), else the PyTorch/cuBLAS reference."""
     K = x.shape[-1]
     if not usable(x, w):
         note_kernel("decode_gemm/cublas")
+        if norm is not None:
+            x = norm.apply(x)
         if out is None:
             return F.linear(x, w)
         out.view(-1, w.shape[0]).addmm_(x.reshape(-1, K), w.t())
         return out
     x2 = x.reshape(-1, K)
+    if norm is not None and norm.gate is not None:
+        norm = RowNorm(norm.kind, norm.weight, norm.eps, norm.bias, norm.gate.reshape(-1, K))
+    kw = dict(norm=norm, static_weights=static_weights)
     if out is None:
-        return skinny_gemm(x2, w).view(*x.shape[:-1], w.shape[0])
-    skinny_gemm(x2, w, out.view(-1, w.shape[0]), epi=EPI_RESIDUAL)
+        return skinny_gemm(x2, w, **kw).view(*x.shape[:-1], w.shape[0])
+    skinny_gemm(x2, w, out.view(-1, w.shape[0]), epi=EPI_RESIDUAL, **kw)
     return out
 
 
-def linear_silu(x: torch.Tensor, w_gu: torch.Tensor) -> torch.Tensor:
-    """SiLU(x W_gate^T) * (x W_up^T) for w_gu = [W_gate; W_up] (2I, K): x (..., K) -> (..., I)."""
+def linear_silu(
+    x: torch.Tensor, w_gu: torch.Tensor, norm: RowNorm | None = None, static_weights: bool = False
+) -> torch.Tensor:
+    """SiLU(x W_gate^T) * (x W_up^T) for w_gu = [W_gate; W_up] (2I, K): x (..., K) -> (..., I); `norm` and
+    `static_weights` as in `linear`."""
     K = x.shape[-1]
     if not usable(x, w_gu):
         from ttt.fused.mlp import silu_mul
 
         note_kernel("decode_gemm/cublas")
-        return silu_mul(F.linear(x, w_gu))
-    return skinny_gemm(x.reshape(-1, K), w_gu, epi=EPI_SILU).view(*x.shape[:-1], w_gu.shape[0] // 2)
+        return silu_mul(F.linear(norm.apply(x) if norm is not None else x, w_gu))
+    a = skinny_gemm(x.reshape(-1, K), w_gu, epi=EPI_SILU, norm=norm, static_weights=static_weights)
+    return a.view(*x.shape[:-1], w_gu.shape[0] // 2)
