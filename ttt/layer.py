@@ -377,8 +377,8 @@ class TTTBase(nn.Module):
     ) -> torch.Tensor:
         """`step` through the fused kernels: in-proj GEMM, prologue (conv window advanced in place), the op's step,
         epilogue, o_proj (into `out` in place when given, as `fused_forward`). No host syncs. At <= 16 sequences the
-        GEMMs take the skinny decode kernel (`ttt.fused.skinny`), which also applies the post-norm and gate as o_proj
-        loads z (no epilogue launch); the chain is PDL-launched on Hopper (`ttt.ops.pdl`)."""
+        GEMMs take the skinny decode kernel (`ttt.fused.skinny`; with TTT_SKINNY_NORM=1 o_proj also applies the
+        post-norm and gate as it loads z); the chain is PDL-launched on Hopper (`ttt.ops.pdl`)."""
         from ttt.fused import skinny, ttt_io
         from ttt.ops.pdl import pdl_on
 
@@ -388,10 +388,10 @@ class TTTBase(nn.Module):
         z = self._fused_step_op(P, lay, cache, pos, impl)
         B, H, _, d = z.shape
         zr = z.transpose(1, 2).reshape(B, 1, H * d)
-        if not skinny.usable(zr, self.o_proj.weight):
+        if not (skinny.usable(zr, self.o_proj.weight) and skinny.experimental("NORM")):
             a = ttt_io.epilogue(z, P, lay, self.post_norm.weight, self.post_norm.bias, self.post_norm.eps, pdl_on(P))
             return skinny.linear(a, self.o_proj.weight, out)
-        # post-norm and gate applied by the o_proj kernel as it loads z (no epilogue launch, no (B, W) round trip)
+        # post-norm and gate applied by the o_proj kernel as it loads z (no epilogue launch; opt-in, measured slower)
         gate = P[..., lay.g : lay.g + H * d] if lay.g is not None else None
         norm = skinny.RowNorm("ln", self.post_norm.weight, self.post_norm.eps, self.post_norm.bias, gate)
         return skinny.linear(zr, self.o_proj.weight, out, norm=norm, static_weights=True)

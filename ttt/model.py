@@ -116,9 +116,11 @@ class Block(nn.Module):
                 self.seq_norm.eps,
             )  # fmt: skip
             x2 = self.ttt.fused_step(h, cache, pos, impl, out=x1)
-            # the ffn RMSNorm is applied by the gate|up kernel as it reads x2
-            ffn = skinny.RowNorm("rms", self.ffn_norm.weight, self.ffn_norm.eps)
-            return self.mlp.fused_add_step(x2, out=x2, norm=ffn)
+            if skinny.usable(x2, self.mlp.down_proj.weight) and skinny.experimental("NORM"):
+                # the ffn RMSNorm applied by the gate|up kernel as it reads x2 (opt-in: measured slower)
+                ffn = skinny.RowNorm("rms", self.ffn_norm.weight, self.ffn_norm.eps)
+                return self.mlp.fused_add_step(x2, out=x2, norm=ffn)
+            return self.mlp.fused_add_step(norm.rmsnorm(x2, self.ffn_norm.weight, self.ffn_norm.eps, pdl), out=x2)
         h = norm.rmsnorm(x, self.seq_norm.weight, self.seq_norm.eps, pdl)
         o = self.ttt.fused_step(h, cache, pos, impl)
         x2, h2 = norm.add_rmsnorm(x, o, self.ffn_norm.weight, self.ffn_norm.eps, pdl)

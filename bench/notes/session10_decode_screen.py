@@ -34,8 +34,12 @@ CFGS = {
     "down": [(32, 128, 4), (32, 128, 2), (32, 128, 8), (16, 128, 4), (64, 128, 8), (32, 256, 4)],
 }
 COPIES = 24
-# (TTT_SKINNY, TTT_PDL, TTT_FUSED_STEP): the session-9 path first (every error is against it), all on last
+# (TTT_SKINNY, TTT_PDL, TTT_FUSED_STEP[, TTT_SKINNY_NORM, TTT_SKINNY_PRELOAD]): the session-9 path first (every
+# error is against it), the defaults last (profiled). SCREEN=final: the A/B of the two opt-in fusions.
 VARIANTS = [("0", "0", "0"), ("1", "0", "0"), ("0", "1", "0"), ("0", "0", "1"), ("1", "1", "0"), ("1", "1", "1")]
+if os.environ.get("SCREEN") == "final":
+    VARIANTS = [("0", "0", "0"), ("1", "1", "1", "1", "0"), ("1", "1", "1", "0", "1"), ("1", "1", "1", "1", "1"),
+                ("1", "1", "1", "0", "0")]  # fmt: skip
 
 
 def graph_time(fn, reps: int = 5) -> float:
@@ -143,8 +147,11 @@ def model_screen(out: Path) -> None:
         model.prefill(x[:, :P], cache)
         snap = snapshot_cache(cache)
         rows, ref = [], None
-        for skin, pdl, fstep in VARIANTS:
-            os.environ["TTT_SKINNY"], os.environ["TTT_PDL"], os.environ["TTT_FUSED_STEP"] = skin, pdl, fstep
+        for variant in VARIANTS:
+            skin, pdl, fstep, snorm, spre = (*variant, "0", "0")[:5]
+            env = dict(TTT_SKINNY=skin, TTT_PDL=pdl, TTT_FUSED_STEP=fstep, TTT_SKINNY_NORM=snorm,
+                       TTT_SKINNY_PRELOAD=spre)  # fmt: skip
+            os.environ.update(env)
             restore_cache(cache, snap)
             KERNEL_LAUNCHES.clear()
             logits = model.decode_step(x[:, P:], cache).float()
@@ -167,11 +174,10 @@ def model_screen(out: Path) -> None:
                 torch.cuda.synchronize()
                 ts.append(s.elapsed_time(e) / 16)
             t = sorted(ts)[3]
-            rows.append(dict(skinny=skin, pdl=pdl, fused_step=fstep, ms_per_step=t, min_ms=min(ts),
-                             rel_err_vs_first=err, kernels=kernels))  # fmt: skip
-            print(f"model decode skinny={skin} pdl={pdl} fused_step={fstep}: {t:.3f} ms/step (min {min(ts):.3f}) "
-                  f"err {err:.2e} [{kernels}]", flush=True)  # fmt: skip
-            if (skin, pdl, fstep) == VARIANTS[-1]:
+            rows.append(dict(skinny=skin, pdl=pdl, fused_step=fstep, skinny_norm=snorm, skinny_preload=spre,
+                             ms_per_step=t, min_ms=min(ts), rel_err_vs_first=err, kernels=kernels))  # fmt: skip
+            print(f"model decode {env}: {t:.3f} ms/step (min {min(ts):.3f}) err {err:.2e} [{kernels}]", flush=True)
+            if variant == VARIANTS[-1]:
                 profile(step, tok, out)
             del step
     with open(out / "model_decode.csv", "w", newline="") as f:

@@ -139,9 +139,12 @@ def test_linear_dispatch_and_fallbacks(monkeypatch) -> None:
         skinny.skinny_gemm(x, w, epi=skinny.EPI_RESIDUAL)
 
 
-def test_fused_decode_takes_the_skinny_kernels(monkeypatch) -> None:
+@pytest.mark.parametrize("norm", ["0", "1"])
+def test_fused_decode_takes_the_skinny_kernels(monkeypatch, norm: str) -> None:
     """A bf16 model's fused decode step runs every GEMM of its blocks through the kernel, and its logits match the
-    same step with cuBLAS GEMMs (TTT_SKINNY=0) from the same cache."""
+    same step with cuBLAS GEMMs (TTT_SKINNY=0) from the same cache; also with the row norms in the GEMMs
+    (TTT_SKINNY_NORM=1)."""
+    monkeypatch.setenv("TTT_SKINNY_NORM", norm)
     import functools
 
     from ttt_helpers import ids, tiny_model
@@ -177,8 +180,9 @@ LAYER_SHAPES = {"in_proj": (6176, 2048), "o_proj": (2048, 2048), "gate_up": (550
 @pytest.mark.skipif(not ON_GPU, reason="needs a CUDA device")
 @pytest.mark.parametrize("name", list(LAYER_SHAPES))
 @pytest.mark.parametrize("pdl,static", [(False, False), (True, False), (True, True)])
-def test_gpu_layer_shapes(name: str, pdl: bool, static: bool) -> None:
-    """static: the first weight tile loaded before the PDL wait."""
+def test_gpu_layer_shapes(monkeypatch, name: str, pdl: bool, static: bool) -> None:
+    """static: the first weight tile loaded before the PDL wait (TTT_SKINNY_PRELOAD=1)."""
+    monkeypatch.setenv("TTT_SKINNY_PRELOAD", "1")
     N, K = LAYER_SHAPES[name]
     x, w = operands(16, 2 * N if name == "gate_up" else N, K)
     kw = dict(pdl=pdl, static_weights=static)
@@ -193,9 +197,10 @@ def test_gpu_layer_shapes(name: str, pdl: bool, static: bool) -> None:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not ON_GPU, reason="needs a CUDA device")
-def test_gpu_pdl_chain_in_a_graph() -> None:
+def test_gpu_pdl_chain_in_a_graph(monkeypatch) -> None:
     """A captured chain of dependent PDL launches (each GEMM reads the previous one's output, and the residual
     form writes in place) replays to the bits of the same chain run eagerly without PDL."""
+    monkeypatch.setenv("TTT_SKINNY_PRELOAD", "1")
     xs, ws = operands(16, 512, 512)
     _, w2 = operands(16, 512, 512, seed=7)
 

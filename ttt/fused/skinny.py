@@ -33,6 +33,13 @@ MAX_ROWS = 16
 EPI_NONE, EPI_RESIDUAL, EPI_SILU = 0, 1, 2
 
 
+def experimental(name: str) -> bool:
+    """Opt-in decode fusions that measured slower together (bench/notes/session10.md, run 3: 2.17 vs 1.61 ms a
+    1.3B step), kept for the A/B that splits the two: TTT_SKINNY_NORM=1 (the row norms applied by the GEMM as it
+    loads A, instead of the epilogue and RMSNorm launches) and TTT_SKINNY_PRELOAD=1 (static_weights honoured)."""
+    return os.environ.get(f"TTT_SKINNY_{name}") == "1"
+
+
 @dataclass(frozen=True)
 class SkinnyConfig:
     """Tile (bn output columns, bk a K step), split-K factor, pipeline stages, warps, L2 prefetch of the slice."""
@@ -280,8 +287,8 @@ def skinny_gemm(
     """x (M, K) with M <= 16, w (N', K) contiguous, 16-bit. EPI_NONE: returns x w^T (M, N'). EPI_RESIDUAL: adds
     x w^T into `out` (M, N') in place and returns it. EPI_SILU: w is [W_gate; W_up] (2N, K); returns
     SiLU(x W_gate^T) * (x W_up^T) (M, N). `norm`: x's rows normalised first (RowNorm). `static_weights`: the kernel
-    launched just before does not write w, so under PDL the first weight tile is loaded before the wait (true of
-    every GEMM in a decode step). pdl None: on where `ttt.ops.pdl.pdl_on` says."""
+    launched just before does not write w, so under PDL the first weight tile may be loaded before the wait (true
+    of every GEMM in a decode step; done only with TTT_SKINNY_PRELOAD=1, see `experimental`). pdl None: on where `ttt.ops.pdl.pdl_on` says."""
     M, K = x.shape
     if M > MAX_ROWS or x.stride(-1) != 1:
         raise ValueError(f"skinny_gemm takes at most {MAX_ROWS} unit-stride rows, got x of shape {tuple(x.shape)}")
@@ -298,6 +305,7 @@ def skinny_gemm(
         raise ValueError(f"RowNorm gate must be (M, K) = {(M, K)} with unit last stride, got {tuple(gate.shape)}")
     cfg = cfg or default_config(N, K, epi)
     pdl = pdl_on(x) if pdl is None else pdl
+    preload = pdl and static_weights and experimental("PRELOAD")
     prefetch = cfg.prefetch and x.is_cuda
     ks = triton.cdiv(triton.cdiv(K, cfg.split), cfg.bk) * cfg.bk
     split = triton.cdiv(K, ks)
@@ -310,7 +318,7 @@ def skinny_gemm(
         x, w, out, ws, cnt, nw, nb, gate if gate is not None else x, M, N, K, x.stride(0), out.stride(0),
         gate.stride(0) if gate is not None else 0, norm.eps if norm is not None else 0.0,
         BM=MAX_ROWS, BN=cfg.bn, BK=cfg.bk, KS=ks, SPLIT=split, EPI=epi, STAGES=cfg.stages, PREFETCH=prefetch,
-        LINES=triton.next_power_of_2(triton.cdiv(ks, 64)), PDL=pdl, PRELOAD=pdl and static_weights,
+        LINES=triton.next_power_of_2(triton.cdiv(ks, 64)), PDL=pdl, PRELOAD=preload,
         NORM=_NORM_KINDS[norm.kind] if norm is not None else 0, GATE=gate is not None, INTERP=not x.is_cuda,
         num_warps=cfg.warps, **launch_opts(pdl),
     )  # fmt: skip
