@@ -386,12 +386,12 @@ class TTTBase(nn.Module):
         w_in = self._in_weight()
         P = skinny.linear(x.contiguous(), w_in, static_weights=not self._derived.rebuilt)
         z = self._fused_step_op(P, lay, cache, pos, impl)
-        B, H, _, d = z.shape
-        zr = z.transpose(1, 2).reshape(B, 1, H * d)
-        if not (skinny.usable(zr, self.o_proj.weight) and skinny.experimental("NORM")):
+        if not (skinny.usable(P, self.o_proj.weight) and skinny.experimental("NORM")):
             a = ttt_io.epilogue(z, P, lay, self.post_norm.weight, self.post_norm.bias, self.post_norm.eps, pdl_on(P))
             return skinny.linear(a, self.o_proj.weight, out)
         # post-norm and gate applied by the o_proj kernel as it loads z (no epilogue launch; opt-in, measured slower)
+        B, H, _, d = z.shape
+        zr = z.transpose(1, 2).reshape(B, 1, H * d)
         gate = P[..., lay.g : lay.g + H * d] if lay.g is not None else None
         norm = skinny.RowNorm("ln", self.post_norm.weight, self.post_norm.eps, self.post_norm.bias, gate)
         return skinny.linear(zr, self.o_proj.weight, out, norm=norm, static_weights=True)

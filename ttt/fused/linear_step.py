@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 from ttt.fused._jit import rnd, sigmoid
-from ttt.fused.ttt_io import InLayout, PrologueArgs, _conv_ptrs, rope_rotate, window_conv
+from ttt.fused.ttt_io import InLayout, PrologueArgs, conv_ptrs, rope_rotate, window_conv
 from ttt.ops.common import LN_EPS, TTTLinearState, note_kernel
 from ttt.ops.pdl import launch_opts, pdl_enter, pdl_on
 from ttt.ops.ttt_linear.decode import step_core, step_state_prefetch
@@ -99,7 +99,7 @@ def linear_decode_step(
     assert all(t.is_contiguous() for t in st), "the fused step updates the state in place"
     if lay.share_qk:
         assert conv_state is not None and conv_state.is_contiguous() and conv_state.shape[:2] == (B, W)
-    cqw, cqb, ckw, ckb, K = _conv_ptrs(lay, a, P)
+    cqw, cqb, ckw, ckb, K = conv_ptrs(lay, a, P)
     z = torch.empty(B, H, 1, D, dtype=P.dtype, device=P.device)
     pdl = pdl_on(P)
     note_kernel(f"ttt_linear_decode/fused{'+pdl' if pdl else ''}")

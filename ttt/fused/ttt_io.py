@@ -207,7 +207,7 @@ class PrologueArgs:
     eta_scale: float  # ttt_base_lr / d
 
 
-def _conv_ptrs(lay: InLayout, a: PrologueArgs, dummy: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def conv_ptrs(lay: InLayout, a: PrologueArgs, dummy: torch.Tensor) -> tuple[torch.Tensor, ...]:
     if not lay.share_qk:
         return dummy, dummy, dummy, dummy, 1
     w = (a.conv_q_w.contiguous(), a.conv_q_b, a.conv_k_w.contiguous(), a.conv_k_b)  # type: ignore[union-attr]
@@ -223,7 +223,7 @@ def prologue(
     assert P.stride(-1) == 1 and P.stride(1) == N and P.stride(0) == T * N, "P must be contiguous"
     H = N - lay.lr
     W = lay.v - lay.k
-    cqw, cqb, ckw, ckb, K = _conv_ptrs(lay, a, P)
+    cqw, cqb, ckw, ckb, K = conv_ptrs(lay, a, P)
     qkv = torch.empty(3, B, T, W, dtype=P.dtype, device=P.device)
     eta = torch.empty(B, T, H, dtype=torch.float32, device=P.device)
     if state is not None:
@@ -249,7 +249,7 @@ def prologue_step(
     assert T == 1 and P.is_contiguous()
     H = N - lay.lr
     W = lay.v - lay.k
-    cqw, cqb, ckw, ckb, K = _conv_ptrs(lay, a, P)
+    cqw, cqb, ckw, ckb, K = conv_ptrs(lay, a, P)
     if lay.share_qk:
         assert state is not None and state.is_contiguous() and state.shape == (B, W, K)
     qkv = torch.empty(3, B, 1, W, dtype=P.dtype, device=P.device)
