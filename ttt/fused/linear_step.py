@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 from ttt.fused._jit import rnd, sigmoid
-from ttt.fused.ttt_io import InLayout, PrologueArgs, conv_ptrs, rope_rotate, window_conv
+from ttt.fused.ttt_io import InLayout, PrologueArgs, conv_ptrs, qk_step, rope_rotate
 from ttt.ops.common import LN_EPS, TTTLinearState, note_kernel
 from ttt.ops.pdl import launch_opts, pdl_enter, pdl_on
 from ttt.ops.ttt_linear.decode import step_core, step_state_prefetch
@@ -42,23 +42,8 @@ def _linear_decode_kernel(
     pc = c ^ 1  # RoPE partner channel, in the same head (d is even)
     cm = r < D
     row = p_ptr + bi * N
-    if SHARE_QK:
-        st = st_ptr + bi * W * K
-        x = tl.load(row + q_off + c).to(tl.float32)
-        xp = tl.load(row + q_off + pc).to(tl.float32)
-        win, q = window_conv(st, x, c, cm, cqw_ptr, cqb_ptr, p_ptr, K, KP)
-        _, qp = window_conv(st, xp, pc, cm, cqw_ptr, cqb_ptr, p_ptr, K, KP)
-        _, k = window_conv(st, x, c, cm, ckw_ptr, ckb_ptr, p_ptr, K, KP)
-        _, kp = window_conv(st, xp, pc, cm, ckw_ptr, ckb_ptr, p_ptr, K, KP)
-        # Partners' windows were read by other threads of this program: every read lands before any write.
-        tl.debug_barrier()
-        s = tl.arange(0, KP)
-        tl.store(st + c[:, None] * K + s[None, :], win.to(st_ptr.dtype.element_ty), mask=(s < K)[None, :])
-    else:
-        q = tl.load(row + q_off + c).to(tl.float32)
-        qp = tl.load(row + q_off + pc).to(tl.float32)
-        k = tl.load(row + k_off + c).to(tl.float32)
-        kp = tl.load(row + k_off + pc).to(tl.float32)
+    q, qp, k, kp = qk_step(row, st_ptr + bi * W * K, c, pc, cm, q_off, k_off, cqw_ptr, cqb_ptr, ckw_ptr, ckb_ptr,
+                           p_ptr, K, KP, SHARE_QK)  # fmt: skip
     p = tl.load(pos_ptr).to(tl.int32)
     tab = p * (D // 2) + r // 2
     cs = tl.load(cos_ptr + tab)

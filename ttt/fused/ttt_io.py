@@ -146,6 +146,31 @@ def window_conv(st_ptr, new, ch, cm, cw_ptr, cb_ptr, like_ptr, K: tl.constexpr, 
 
 
 @triton.jit
+def qk_step(row, st, c, pc, cm, q_off, k_off, cqw_ptr, cqb_ptr, ckw_ptr, ckb_ptr, like_ptr, K: tl.constexpr,
+            KP: tl.constexpr, SHARE_QK: tl.constexpr):  # fmt: skip
+    """One decode token's pre-RoPE q and k on channels c, and on their RoPE partners pc, from the in-proj row `row`
+    (fp32). SHARE_QK: both convs over the shared projection's window `st` (B's (W, K) slice), which is advanced in
+    place for channels c; else q and k read as they are."""
+    if SHARE_QK:
+        x = tl.load(row + q_off + c, mask=cm, other=0.0).to(tl.float32)
+        xp = tl.load(row + q_off + pc, mask=cm, other=0.0).to(tl.float32)
+        win, q = window_conv(st, x, c, cm, cqw_ptr, cqb_ptr, like_ptr, K, KP)
+        _, qp = window_conv(st, xp, pc, cm, cqw_ptr, cqb_ptr, like_ptr, K, KP)
+        _, k = window_conv(st, x, c, cm, ckw_ptr, ckb_ptr, like_ptr, K, KP)
+        _, kp = window_conv(st, xp, pc, cm, ckw_ptr, ckb_ptr, like_ptr, K, KP)
+        # Partners' windows were read by other threads of this program: every read lands before any write.
+        tl.debug_barrier()
+        s = tl.arange(0, KP)
+        tl.store(st + c[:, None] * K + s[None, :], win.to(st.dtype.element_ty), mask=cm[:, None] & (s < K)[None, :])
+    else:
+        q = tl.load(row + q_off + c, mask=cm, other=0.0).to(tl.float32)
+        qp = tl.load(row + q_off + pc, mask=cm, other=0.0).to(tl.float32)
+        k = tl.load(row + k_off + c, mask=cm, other=0.0).to(tl.float32)
+        kp = tl.load(row + k_off + pc, mask=cm, other=0.0).to(tl.float32)
+    return q, qp, k, kp
+
+
+@triton.jit
 def _prologue_step_kernel(
     p_ptr, cqw_ptr, cqb_ptr, ckw_ptr, ckb_ptr, cos_ptr, sin_ptr, lrb_ptr, pos_ptr, qkv_ptr, eta_ptr, st_ptr,
     B, N, W, H, q_off, k_off, v_off, lr_off, eta_scale,
@@ -159,24 +184,8 @@ def _prologue_step_kernel(
     cm = c < W
     pc = c ^ 1
     row = p_ptr + b * N
-    if SHARE_QK:
-        st = st_ptr + b * W * K
-        x = tl.load(row + q_off + c, mask=cm, other=0.0).to(tl.float32)
-        xp = tl.load(row + q_off + pc, mask=cm, other=0.0).to(tl.float32)
-        win, q = window_conv(st, x, c, cm, cqw_ptr, cqb_ptr, qkv_ptr, K, KP)
-        _, qp = window_conv(st, xp, pc, cm, cqw_ptr, cqb_ptr, qkv_ptr, K, KP)
-        _, k = window_conv(st, x, c, cm, ckw_ptr, ckb_ptr, qkv_ptr, K, KP)
-        _, kp = window_conv(st, xp, pc, cm, ckw_ptr, ckb_ptr, qkv_ptr, K, KP)
-        # Partners' windows were read by other threads of this program: every read lands before any write.
-        tl.debug_barrier()
-        s = tl.arange(0, KP)
-        tl.store(st + c[:, None] * K + s[None, :], win.to(st_ptr.dtype.element_ty),
-                 mask=cm[:, None] & (s < K)[None, :])  # fmt: skip
-    else:
-        q = tl.load(row + q_off + c, mask=cm, other=0.0).to(tl.float32)
-        qp = tl.load(row + q_off + pc, mask=cm, other=0.0).to(tl.float32)
-        k = tl.load(row + k_off + c, mask=cm, other=0.0).to(tl.float32)
-        kp = tl.load(row + k_off + pc, mask=cm, other=0.0).to(tl.float32)
+    q, qp, k, kp = qk_step(row, st_ptr + b * W * K, c, pc, cm, q_off, k_off, cqw_ptr, cqb_ptr, ckw_ptr, ckb_ptr,
+                           qkv_ptr, K, KP, SHARE_QK)  # fmt: skip
     tab = tl.load(pos_ptr).to(tl.int32) * (D // 2) + (c % D) // 2
     cs = tl.load(cos_ptr + tab, mask=cm, other=0.0)
     sn = tl.load(sin_ptr + tab, mask=cm, other=0.0)
