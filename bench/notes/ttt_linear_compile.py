@@ -104,6 +104,14 @@ def loops(ins, labels):
     return out
 
 
+def print_loops(ins, labels, keys) -> None:
+    """One line per loop of the SASS: its length, bar.syncs and the count of each opcode in `keys`."""
+    for body in loops(ins, labels):
+        ops = collections.Counter(op.split(".")[0] for op, _ in body)
+        bar = sum(1 for op, _ in body if op.startswith("BAR"))
+        print(f"  loop {len(body)} instr, BAR {bar} " + " ".join(f"{o}:{ops[o]}" for o in keys))
+
+
 def main() -> int:
     names = sys.argv[1:] or [""]
     print(f"triton {triton.__version__}")
@@ -113,11 +121,8 @@ def main() -> int:
         ins, labels = parse_sass(k.asm["sass"])
         print(f"{name or 'default'}: {opts} regs {rep['regs']} stack {rep['stack']} spill st/ld "
               f"{rep['spill_st']}/{rep['spill_ld']} smem {k.metadata.shared}")  # fmt: skip
-        for body in loops(ins, labels):
-            ops = collections.Counter(op.split(".")[0] for op, _ in body)
-            bar = sum(1 for op, _ in body if op.startswith("BAR"))
-            keys = ("HMMA", "SHFL", "LDS", "LDSM", "STS", "LDG", "STG", "LDL", "STL", "MUFU", "FFMA", "FADD", "FMUL")
-            print(f"  loop {len(body)} instr, BAR {bar} " + " ".join(f"{o}:{ops[o]}" for o in keys))
+        print_loops(ins, labels, ("HMMA", "SHFL", "LDS", "LDSM", "STS", "LDG", "STG", "LDL", "STL", "MUFU", "FFMA",
+                                  "FADD", "FMUL"))  # fmt: skip
     return 0
 
 

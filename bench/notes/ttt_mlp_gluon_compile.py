@@ -8,7 +8,6 @@ ttt_linear_compile.py (triton 3.6 in /tmp/t36, ptxas from the nvidia-cuda-nvcc 1
 
 from __future__ import annotations
 
-import collections
 import os
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import triton  # noqa: E402
 from triton.experimental.gluon._runtime import GluonASTSource  # noqa: E402
-from ttt_linear_compile import _compile, loops  # noqa: E402
+from ttt_linear_compile import _compile, print_loops  # noqa: E402
 from ttt_mlp_spills_compile import parse_sass, ptxas_report  # noqa: E402
 
 from ttt.ops.ttt_mlp import prefill_gluon  # noqa: E402
@@ -35,10 +34,7 @@ def main() -> int:
     ins, labels = parse_sass(k.asm["sass"])
     print(f"triton {triton.__version__} nbuf {nbuf}: regs {rep['regs']} stack {rep['stack']} spill st/ld "
           f"{rep['spill_st']}/{rep['spill_ld']} smem {k.metadata.shared}")  # fmt: skip
-    for body in loops(ins, labels):
-        ops = collections.Counter(op.split(".")[0] for op, _ in body)
-        bar = sum(1 for op, _ in body if op.startswith("BAR"))
-        print(f"  loop {len(body)} instr, BAR {bar} " + " ".join(f"{o}:{ops[o]}" for o in KEYS))
+    print_loops(ins, labels, KEYS)
     return 0
 
 
