@@ -39,6 +39,12 @@ HOST_OFFSET_IMPLS = frozenset({"dual", "dual_compiled"})
 _FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
+def row_stats_on() -> bool:
+    """Whether a decode step's row norms are applied by the GEMM after them from producer-written statistics
+    (`ttt.fused.skinny.RowNorm`) instead of their own launches; TTT_ROW_STATS=0 keeps the launches (A/B runs)."""
+    return os.environ.get("TTT_ROW_STATS", "1") != "0"
+
+
 def fused_path_possible(x: torch.Tensor, impl: str, fused: bool) -> bool:
     """impl 'triton', asked for, inference only (the fused kernels have no backward, and their concatenated weights
     are a cached copy), a dtype the kernels take, on CUDA (or under TRITON_INTERPRET for the CPU tests)."""
@@ -374,30 +380,37 @@ class TTTBase(nn.Module):
         pos: torch.Tensor,
         impl: str = "triton",
         out: torch.Tensor | None = None,
+        sumsq: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """`step` through the fused kernels: in-proj GEMM, prologue (conv window advanced in place), the op's step,
-        epilogue, o_proj (into `out` in place when given, as `fused_forward`). No host syncs. At <= 16 sequences the
-        GEMMs take the skinny decode kernel (`ttt.fused.skinny`; with TTT_SKINNY_NORM=1 o_proj also applies the
-        post-norm and gate as it loads z); the chain is PDL-launched on Hopper (`ttt.ops.pdl`)."""
+        epilogue, o_proj (into `out` in place when given, as `fused_forward`; then `sumsq`, if given, gets the
+        result's row partials for the next RMSNorm, `ttt.fused.skinny.linear`). No host syncs. At <= 16 sequences
+        the GEMMs take the skinny decode kernel (`ttt.fused.skinny`), and where the op's step leaves the post-norm
+        partials (TTT-Linear's fused step) o_proj applies post-norm and gate as it loads z, with no epilogue launch
+        (TTT_ROW_STATS=0 keeps it, for A/B runs); the chain is PDL-launched on Hopper (`ttt.ops.pdl`)."""
         from ttt.fused import skinny, ttt_io
         from ttt.ops.pdl import pdl_on
 
         lay = self._fused_layout()
         w_in = self._in_weight()
         P = skinny.linear(x.contiguous(), w_in, static_weights=not self._derived.rebuilt)
-        z = self._fused_step_op(P, lay, cache, pos, impl)
-        if not (skinny.usable(P, self.o_proj.weight) and skinny.experimental("NORM")):
+        parts_ok = skinny.usable(P, self.o_proj.weight) and row_stats_on()
+        z, parts = self._fused_step_op(P, lay, cache, pos, impl, post_parts=parts_ok)
+        if parts is None:
             a = ttt_io.epilogue(z, P, lay, self.post_norm.weight, self.post_norm.bias, self.post_norm.eps, pdl_on(P))
-            return skinny.linear(a, self.o_proj.weight, out)
-        # post-norm and gate applied by the o_proj kernel as it loads z (no epilogue launch; opt-in, measured slower)
+            return skinny.linear(a, self.o_proj.weight, out, sumsq=sumsq)
         B, H, _, d = z.shape
-        zr = z.transpose(1, 2).reshape(B, 1, H * d)
-        gate = P[..., lay.g : lay.g + H * d] if lay.g is not None else None
-        norm = skinny.RowNorm("ln", self.post_norm.weight, self.post_norm.eps, self.post_norm.bias, gate)
-        return skinny.linear(zr, self.o_proj.weight, out, norm=norm, static_weights=True)
+        pn = self.post_norm
+        norm = skinny.RowNorm("ln", pn.weight, pn.eps, pn.bias, parts.scale, parts.stats)
+        zr = z.view(B, 1, H * d)  # (B, H, 1, d) contiguous is already the (B, 1, W) row
+        return skinny.linear(zr, self.o_proj.weight, out, norm=norm, static_weights=True, sumsq=sumsq)
 
-    def _fused_step_op(self, P: torch.Tensor, lay: Any, cache: LayerCache, pos: torch.Tensor, impl: str) -> Any:
-        """The op's step from the in-proj row P: the prologue kernel, then the op's step for `impl`."""
+    def _fused_step_op(
+        self, P: torch.Tensor, lay: Any, cache: LayerCache, pos: torch.Tensor, impl: str, post_parts: bool = False
+    ) -> tuple[torch.Tensor, Any]:
+        """The op's step from the in-proj row P: the prologue kernel, then the op's step for `impl` -> (z, None).
+        An override that can also write the post-norm partials (`ttt.fused.linear_step.PostParts`) returns them
+        when `post_parts`."""
         from ttt.fused import ttt_io
 
         qkv, eta = ttt_io.prologue_step(P, lay, self._prologue_args(), cache.qk_conv, pos)
@@ -408,7 +421,7 @@ class TTTBase(nn.Module):
             q, k, v, eta.transpose(1, 2), self._token_eta_cached(), self.ln_weight, self.ln_bias, cache.state,
             mini_batch_size=self.mini_batch_size,
         )  # fmt: skip
-        return z
+        return z, None
 
 
 class TTTLinear(TTTBase):
@@ -430,9 +443,12 @@ class TTTLinear(TTTBase):
 
         return ops, ops.ttt_linear, ops.ttt_linear_step
 
-    def _fused_step_op(self, P: torch.Tensor, lay: Any, cache: LayerCache, pos: torch.Tensor, impl: str) -> Any:
-        """impl 'triton': prologue and step in one kernel (`ttt.fused.linear_step`; TTT_FUSED_STEP=0 keeps the two
-        launches, for A/B runs). Other step impls take the generic path."""
+    def _fused_step_op(
+        self, P: torch.Tensor, lay: Any, cache: LayerCache, pos: torch.Tensor, impl: str, post_parts: bool = False
+    ) -> tuple[torch.Tensor, Any]:
+        """impl 'triton': prologue and step in one kernel (`ttt.fused.linear_step`, which also writes the post-norm
+        partials when asked; TTT_FUSED_STEP=0 keeps the two launches, for A/B runs). Other step impls take the
+        generic path."""
         from ttt.ops import ttt_linear as ops
 
         if ops.STEP_IMPLS.get(impl) is not ops.STEP_IMPLS["triton"] or os.environ.get("TTT_FUSED_STEP") == "0":
@@ -441,7 +457,7 @@ class TTTLinear(TTTBase):
 
         return linear_decode_step(
             P, lay, self._prologue_args(), cache.qk_conv, pos, self._token_eta_cached(), self.ln_weight,
-            self.ln_bias, cache.state, self.mini_batch_size,
+            self.ln_bias, cache.state, self.mini_batch_size, post_parts=post_parts,
         )  # fmt: skip
 
 

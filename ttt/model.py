@@ -14,7 +14,7 @@ from ttt.config import TTTConfig
 from ttt.errors import UserError
 from ttt.fused.cache import DerivedParams
 from ttt.generation import GenerationMixin
-from ttt.layer import LayerCache, PreConv, RMSNorm, make_ttt_layer
+from ttt.layer import LayerCache, PreConv, RMSNorm, make_ttt_layer, row_stats_on
 
 __all__ = ["TTTCache", "TTTConfig", "TTTForCausalLM", "build"]
 
@@ -115,10 +115,14 @@ class Block(nn.Module):
                 x, cache.pre_conv, pc.norm.weight, pc.norm.eps, pc.conv.weight, pc.conv.bias, self.seq_norm.weight,
                 self.seq_norm.eps,
             )  # fmt: skip
-            x2 = self.ttt.fused_step(h, cache, pos, impl, out=x1)
-            if skinny.usable(x2, self.mlp.down_proj.weight) and skinny.experimental("NORM"):
-                # the ffn RMSNorm applied by the gate|up kernel as it reads x2 (opt-in: measured slower)
-                ffn = skinny.RowNorm("rms", self.ffn_norm.weight, self.ffn_norm.eps)
+            # o_proj writes x2's row sums of squares, so the gate|up GEMM applies the ffn RMSNorm as it loads x2
+            ss = None
+            if skinny.usable(x1, self.ttt.o_proj.weight) and row_stats_on():
+                n, k = self.ttt.o_proj.weight.shape
+                ss = torch.empty(x1.numel() // n, skinny.sumsq_groups(n, k), dtype=torch.float32, device=x1.device)
+            x2 = self.ttt.fused_step(h, cache, pos, impl, out=x1, sumsq=ss)
+            if ss is not None:
+                ffn = skinny.RowNorm("rms", self.ffn_norm.weight, self.ffn_norm.eps, stats=ss)
                 return self.mlp.fused_add_step(x2, out=x2, norm=ffn)
             return self.mlp.fused_add_step(norm.rmsnorm(x2, self.ffn_norm.weight, self.ffn_norm.eps, pdl), out=x2)
         h = norm.rmsnorm(x, self.seq_norm.weight, self.seq_norm.eps, pdl)

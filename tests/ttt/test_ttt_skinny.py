@@ -81,27 +81,27 @@ def test_skinny_matches_float64(M: int, N: int, K: int, cfg: skinny.SkinnyConfig
 
 
 @pytest.mark.parametrize("cfg", CFGS[:2], ids=["split1", "split3"])
-@pytest.mark.parametrize("case", ["rms+silu", "ln+gate+residual", "ln"])
+@pytest.mark.parametrize("case", ["rms+silu", "ln+scale+residual", "ln"])
 def test_row_norm_prologue(cfg: skinny.SkinnyConfig, case: str) -> None:
-    """The normalisation applied to A as it is loaded (statistics over the whole row, whatever the K split) equals
-    the reference kernels' normalised rows fed to the same GEMM: RMSNorm before gate|up, post-LN and gate before
-    o_proj."""
+    """The normalisation applied to A as it is loaded, from row partials over column groups (whatever the K split),
+    equals the reference kernels' normalised rows fed to the same GEMM: RMSNorm before gate|up, post-LN and gate
+    before o_proj."""
     M, N, K = 7, 48, 1000
     x, w = operands(M, 2 * N if case.endswith("silu") else N, K)
     x = (x * 3 + 1).to(BF)  # a mean and a scale for the norms to remove
     g = torch.Generator().manual_seed(9)
     weight = (1 + 0.3 * torch.randn(K, generator=g)).to(DEV, BF)
     bias = (0.2 * torch.randn(K, generator=g)).to(DEV, BF)
-    gate = torch.randn(M, K, generator=g).to(DEV, BF)
+    scale = F.gelu(torch.randn(M, K, generator=g), approximate="tanh").to(DEV, BF)
     if case == "rms+silu":
-        norm = skinny.RowNorm("rms", weight, 1e-6)
+        norm = skinny.RowNorm("rms", weight, 1e-6, stats=skinny.row_partials("rms", x, 10))
         got = skinny.skinny_gemm(x, w, epi=skinny.EPI_SILU, norm=norm, cfg=cfg)
         ref = silu_ref(norm.apply(x), w)
     elif case == "ln":
-        norm = skinny.RowNorm("ln", weight, 1e-6, bias)
+        norm = skinny.RowNorm("ln", weight, 1e-6, bias, stats=skinny.row_partials("ln", x, 8))
         got, ref = skinny.skinny_gemm(x, w, norm=norm, cfg=cfg), norm.apply(x).double() @ w.double().t()
     else:
-        norm = skinny.RowNorm("ln", weight, 1e-6, bias, gate)
+        norm = skinny.RowNorm("ln", weight, 1e-6, bias, scale, skinny.row_partials("ln", x, 125))
         out = torch.randn(M, N, generator=g).to(DEV, BF)
         ref = out.double() + norm.apply(x).double() @ w.double().t()
         got = skinny.skinny_gemm(x, w, out, epi=skinny.EPI_RESIDUAL, norm=norm, cfg=cfg)
@@ -109,6 +109,37 @@ def test_row_norm_prologue(cfg: skinny.SkinnyConfig, case: str) -> None:
     # without the norm the result is far off: the test sees it
     plain = skinny.skinny_gemm(x, w, epi=skinny.EPI_SILU if case.endswith("silu") else skinny.EPI_NONE, cfg=cfg)
     assert rel(plain, ref) > 0.1
+
+
+def test_row_partials_combine_to_the_full_row_statistics() -> None:
+    """Chan's combination the kernel does of per-group (mean, M2) equals the row's own mean and variance, for rows
+    whose mean dwarfs their spread (where summing squares naively would cancel)."""
+    x = torch.randn(5, 96, generator=torch.Generator().manual_seed(2), dtype=torch.float64) + 40.0
+    st = skinny.row_partials("ln", x, 12).double()
+    mean = st[..., 0].mean(-1)
+    m2 = st[..., 1].sum(-1) + 8 * ((st[..., 0] - mean[:, None]) ** 2).sum(-1)
+    torch.testing.assert_close(mean, x.mean(-1), rtol=1e-6, atol=0)
+    torch.testing.assert_close(m2 / 96, x.var(-1, unbiased=False), rtol=1e-4, atol=0)
+    torch.testing.assert_close(skinny.row_partials("rms", x, 12).sum(-1).double(), (x * x).sum(-1), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("cfg", CFGS, ids=["split1", "split3", "split2"])
+def test_residual_writes_row_sums_of_squares(cfg: skinny.SkinnyConfig) -> None:
+    """EPI_RESIDUAL with `sumsq`: each output tile's share of each row's sum of squares of the stored result, the
+    next RMSNorm's stats (any split-K: the fixup program writes them); a bad buffer is a one-line error."""
+    M, N, K = 7, 80, 320
+    x, w = operands(M, N, K)
+    out = torch.randn(M, N, generator=torch.Generator().manual_seed(4)).to(DEV, BF)
+    tiles = -(-N // cfg.bn)
+    ss = torch.full((M, tiles), float("nan"), device=DEV)
+    skinny.skinny_gemm(x, w, out, epi=skinny.EPI_RESIDUAL, sumsq=ss, cfg=cfg)
+    pad = torch.zeros(M, tiles * cfg.bn, device=DEV)
+    pad[:, :N] = out.float()
+    torch.testing.assert_close(ss, skinny.row_partials("rms", pad, tiles), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="sumsq must be fp32"):
+        skinny.skinny_gemm(x, w, out, epi=skinny.EPI_RESIDUAL, sumsq=ss[:, :1].contiguous(), cfg=cfg)
+    with pytest.raises(ValueError, match="RowNorm needs contiguous fp32 stats"):
+        skinny.skinny_gemm(x, w, norm=skinny.RowNorm("rms", w[0], 1e-6), cfg=cfg)
 
 
 def test_linear_dispatch_and_fallbacks(monkeypatch) -> None:
@@ -139,12 +170,13 @@ def test_linear_dispatch_and_fallbacks(monkeypatch) -> None:
         skinny.skinny_gemm(x, w, epi=skinny.EPI_RESIDUAL)
 
 
-@pytest.mark.parametrize("norm", ["0", "1"])
-def test_fused_decode_takes_the_skinny_kernels(monkeypatch, norm: str) -> None:
+@pytest.mark.parametrize("row_stats", ["1", "0"])
+def test_fused_decode_takes_the_skinny_kernels(monkeypatch, row_stats: str) -> None:
     """A bf16 model's fused decode step runs every GEMM of its blocks through the kernel, and its logits match the
-    same step with cuBLAS GEMMs (TTT_SKINNY=0) from the same cache; also with the row norms in the GEMMs
-    (TTT_SKINNY_NORM=1)."""
-    monkeypatch.setenv("TTT_SKINNY_NORM", norm)
+    same step with cuBLAS GEMMs (TTT_SKINNY=0) from the same cache. By default (row statistics from the producers)
+    the post-norm + gate and the ffn RMSNorm are applied by the GEMMs after them, so neither launches; with
+    TTT_ROW_STATS=0 both do, once a block."""
+    monkeypatch.setenv("TTT_ROW_STATS", row_stats)
     import functools
 
     from ttt_helpers import ids, tiny_model
@@ -166,6 +198,8 @@ def test_fused_decode_takes_the_skinny_kernels(monkeypatch, norm: str) -> None:
         got = model.decode_step(x[:, 19:], cache)
         # in-proj, o_proj, gate|up + SiLU, down: four a block
         assert skinny_launches() == 4 * len(model.layers), dict(KERNEL_LAUNCHES)
+        norms = KERNEL_LAUNCHES["fused/epilogue"] + KERNEL_LAUNCHES["fused/rmsnorm"]
+        assert norms == (0 if row_stats == "1" else 2 * len(model.layers)), dict(KERNEL_LAUNCHES)
         restore_cache(cache, snap)
         monkeypatch.setenv("TTT_SKINNY", "0")
         ref = model.decode_step(x[:, 19:], cache)

@@ -13,6 +13,7 @@ import triton
 import triton.language as tl
 
 from ttt.fused._jit import rms_rows, rnd
+from ttt.ops.common import note_kernel
 from ttt.ops.pdl import launch_opts, pdl_enter, pdl_on
 
 
@@ -47,6 +48,7 @@ def _launch_rmsnorm(x: torch.Tensor, r: torch.Tensor | None, weight: torch.Tenso
     h = torch.empty_like(x)
     s = torch.empty_like(x) if r is not None else h
     rr = r.contiguous() if r is not None else x
+    note_kernel("fused/rmsnorm")
     _rmsnorm_kernel[(triton.cdiv(M, BT),)](x, rr, weight, s, h, M, W, eps, HAS_RES=r is not None, BT=BT, BW=BW,
                                            PDL=pdl, num_warps=nw, **launch_opts(pdl))  # fmt: skip
     return s, h

@@ -22,6 +22,7 @@ import triton
 import triton.language as tl
 
 from ttt.fused._jit import gelu_tanh, rnd, sigmoid
+from ttt.ops.common import note_kernel
 from ttt.ops.pdl import launch_opts, pdl_enter, pdl_on
 
 
@@ -320,6 +321,7 @@ def epilogue(
     BW = triton.next_power_of_2(W)
     BT = max(1, min(16, 8192 // BW))
     if B and T:
+        note_kernel("fused/epilogue")
         _epilogue_kernel[(triton.cdiv(T, BT), B)](
             z, P, ln_w, ln_b, a, T, W, P.shape[-1], lay.g if lay.g is not None else 0,
             z.stride(0), z.stride(1), z.stride(2), eps,
