@@ -40,8 +40,9 @@ _FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def row_stats_on() -> bool:
-    """Whether a decode step's row norms are applied by the GEMM after them from producer-written statistics
-    (`ttt.fused.skinny.RowNorm`) instead of their own launches; TTT_ROW_STATS=0 keeps the launches (A/B runs)."""
+    """Whether a decode step's row norms ride on other kernels instead of their own launches: the post-norm + gate in
+    TTT-Linear's fused step (`ttt.fused.linear_step`), the ffn RMSNorm folded into the gate|up GEMM from o_proj's
+    row sums of squares (`ttt.fused.skinny.FoldedRMSNorm`). TTT_ROW_STATS=0 keeps the launches (A/B runs)."""
     return os.environ.get("TTT_ROW_STATS", "1") != "0"
 
 
@@ -385,32 +386,27 @@ class TTTBase(nn.Module):
         """`step` through the fused kernels: in-proj GEMM, prologue (conv window advanced in place), the op's step,
         epilogue, o_proj (into `out` in place when given, as `fused_forward`; then `sumsq`, if given, gets the
         result's row partials for the next RMSNorm, `ttt.fused.skinny.linear`). No host syncs. At <= 16 sequences
-        the GEMMs take the skinny decode kernel (`ttt.fused.skinny`), and where the op's step leaves the post-norm
-        partials (TTT-Linear's fused step) o_proj applies post-norm and gate as it loads z, with no epilogue launch
-        (TTT_ROW_STATS=0 keeps it, for A/B runs); the chain is PDL-launched on Hopper (`ttt.ops.pdl`)."""
+        the GEMMs take the skinny decode kernel (`ttt.fused.skinny`), and where the op's step kernel can also run
+        the epilogue (TTT-Linear's fused step) it does, with no launch of its own (TTT_ROW_STATS=0 keeps the launch,
+        for A/B runs); the chain is PDL-launched on Hopper (`ttt.ops.pdl`)."""
         from ttt.fused import skinny, ttt_io
         from ttt.ops.pdl import pdl_on
 
         lay = self._fused_layout()
         w_in = self._in_weight()
         P = skinny.linear(x.contiguous(), w_in, static_weights=not self._derived.rebuilt)
-        parts_ok = skinny.usable(P, self.o_proj.weight) and row_stats_on()
-        z, parts = self._fused_step_op(P, lay, cache, pos, impl, post_parts=parts_ok)
-        if parts is None:
-            a = ttt_io.epilogue(z, P, lay, self.post_norm.weight, self.post_norm.bias, self.post_norm.eps, pdl_on(P))
-            return skinny.linear(a, self.o_proj.weight, out, sumsq=sumsq)
-        B, H, _, d = z.shape
         pn = self.post_norm
-        norm = skinny.RowNorm("ln", pn.weight, pn.eps, pn.bias, parts.scale, parts.stats)
-        zr = z.view(B, 1, H * d)  # (B, H, 1, d) contiguous is already the (B, 1, W) row
-        return skinny.linear(zr, self.o_proj.weight, out, norm=norm, static_weights=True, sumsq=sumsq)
+        z, a = self._fused_step_op(P, lay, cache, pos, impl, (pn.weight, pn.bias, pn.eps) if row_stats_on() else None)
+        if a is None:
+            a = ttt_io.epilogue(z, P, lay, pn.weight, pn.bias, pn.eps, pdl_on(P))
+        return skinny.linear(a, self.o_proj.weight, out, sumsq=sumsq)
 
     def _fused_step_op(
-        self, P: torch.Tensor, lay: Any, cache: LayerCache, pos: torch.Tensor, impl: str, post_parts: bool = False
-    ) -> tuple[torch.Tensor, Any]:
+        self, P: torch.Tensor, lay: Any, cache: LayerCache, pos: torch.Tensor, impl: str, post_norm: Any = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The op's step from the in-proj row P: the prologue kernel, then the op's step for `impl` -> (z, None).
-        An override that can also write the post-norm partials (`ttt.fused.linear_step.PostParts`) returns them
-        when `post_parts`."""
+        An override whose kernel can also run the epilogue given `post_norm` (weight, bias, eps) returns its
+        result, o_proj's input, in place of None."""
         from ttt.fused import ttt_io
 
         qkv, eta = ttt_io.prologue_step(P, lay, self._prologue_args(), cache.qk_conv, pos)
@@ -444,11 +440,11 @@ class TTTLinear(TTTBase):
         return ops, ops.ttt_linear, ops.ttt_linear_step
 
     def _fused_step_op(
-        self, P: torch.Tensor, lay: Any, cache: LayerCache, pos: torch.Tensor, impl: str, post_parts: bool = False
-    ) -> tuple[torch.Tensor, Any]:
-        """impl 'triton': prologue and step in one kernel (`ttt.fused.linear_step`, which also writes the post-norm
-        partials when asked; TTT_FUSED_STEP=0 keeps the two launches, for A/B runs). Other step impls take the
-        generic path."""
+        self, P: torch.Tensor, lay: Any, cache: LayerCache, pos: torch.Tensor, impl: str, post_norm: Any = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """impl 'triton': prologue and step in one kernel (`ttt.fused.linear_step`, the epilogue too given
+        `post_norm`; TTT_FUSED_STEP=0 keeps the two launches, for A/B runs). Other step impls take the generic
+        path."""
         from ttt.ops import ttt_linear as ops
 
         if ops.STEP_IMPLS.get(impl) is not ops.STEP_IMPLS["triton"] or os.environ.get("TTT_FUSED_STEP") == "0":
@@ -457,7 +453,7 @@ class TTTLinear(TTTBase):
 
         return linear_decode_step(
             P, lay, self._prologue_args(), cache.qk_conv, pos, self._token_eta_cached(), self.ln_weight,
-            self.ln_bias, cache.state, self.mini_batch_size, post_parts=post_parts,
+            self.ln_bias, cache.state, self.mini_batch_size, post_norm=post_norm,
         )  # fmt: skip
 
 

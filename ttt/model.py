@@ -43,15 +43,22 @@ class SwiGLU(nn.Module):
         out.view(-1, out.shape[-1]).addmm_(a.view(-1, a.shape[-1]), self.down_proj.weight.t())
         return out
 
-    def fused_add_step(self, x: torch.Tensor, out: torch.Tensor, norm: Any = None) -> torch.Tensor:
+    def fused_add_step(
+        self, x: torch.Tensor, out: torch.Tensor, rms: tuple[Any, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """`fused_add` for a decode step: the skinny kernels (`ttt.fused.skinny`), SiLU * up in the gate|up GEMM's
-        epilogue and the residual in the down GEMM's; cuBLAS + `silu_mul` where they do not apply. `norm` (a
-        skinny.RowNorm): x's rows normalised by the gate|up kernel as it loads them (x may then be `out` itself)."""
+        epilogue and the residual in the down GEMM's; cuBLAS + `silu_mul` where they do not apply. `rms`
+        (skinny.FoldedRMSNorm, the norm's weight): x is the un-normalised stream (it may be `out` itself), the
+        RMSNorm is applied by the gate|up GEMM, its weight folded into a derived copy of [W_gate; W_up]."""
         from ttt.fused import skinny
 
         parts = [self.gate_proj.weight, self.up_proj.weight]
-        w = self._derived.get("gate_up", parts, lambda: torch.cat(parts, dim=0))
-        a = skinny.linear_silu(x, w, norm=norm, static_weights=not self._derived.rebuilt)
+        if rms is None:
+            w = self._derived.get("gate_up", parts, lambda: torch.cat(parts, dim=0))
+        else:
+            nw = rms[1]
+            w = self._derived.get("gate_up_rms", [*parts, nw], lambda: skinny.fold_rms_weight(torch.cat(parts), nw))
+        a = skinny.linear_silu(x, w, rms=rms[0] if rms else None, static_weights=not self._derived.rebuilt)
         return skinny.linear(a, self.down_proj.weight, out, static_weights=True)
 
 
@@ -122,8 +129,8 @@ class Block(nn.Module):
                 ss = torch.empty(x1.numel() // n, skinny.sumsq_groups(n, k), dtype=torch.float32, device=x1.device)
             x2 = self.ttt.fused_step(h, cache, pos, impl, out=x1, sumsq=ss)
             if ss is not None:
-                ffn = skinny.RowNorm("rms", self.ffn_norm.weight, self.ffn_norm.eps, stats=ss)
-                return self.mlp.fused_add_step(x2, out=x2, norm=ffn)
+                ffn = skinny.FoldedRMSNorm(ss, self.ffn_norm.eps)
+                return self.mlp.fused_add_step(x2, out=x2, rms=(ffn, self.ffn_norm.weight))
             return self.mlp.fused_add_step(norm.rmsnorm(x2, self.ffn_norm.weight, self.ffn_norm.eps, pdl), out=x2)
         h = norm.rmsnorm(x, self.seq_norm.weight, self.seq_norm.eps, pdl)
         o = self.ttt.fused_step(h, cache, pos, impl)

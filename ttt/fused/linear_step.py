@@ -8,10 +8,10 @@ buffer, the eta tensor and two launches a layer (the prologue, and the offset ad
 mini-batch, which the state's offset equals in every model flow: prefill sets both), so no program reads the
 offset while another advances it: program 0 writes (pos + 1) mod b into the state's offset.
 
-With `post_parts`, each program also writes what the layer's post-norm and gate need from it, so that o_proj applies
-them as it loads z (`ttt.fused.skinny.RowNorm`) and the epilogue launch goes too: its head's LayerNorm partials of
-z as stored (mean, sum of squared deviations) and GELU_tanh of its gate channels, rounded as `ttt_io.epilogue`
-rounds it.
+With `post_norm`, the layer's epilogue (post-norm LayerNorm over all heads, times GELU_tanh(gate)) runs here too,
+so its launch goes: the last of a sequence's head programs to finish (an atomic counter a sequence, reset by that
+program, as the skinny GEMM's split-K fixup) reads the sequence's whole z row back from L2 and writes o_proj's
+input row, with `ttt_io.epilogue`'s math and roundings.
 
 References: `ttt_io.prologue_step` then `ttt_linear_step_triton` (same device functions, same roundings), which is
 what the layer runs without this kernel; tests/ttt/test_ttt_fused.py compares the two.
@@ -19,13 +19,12 @@ what the layer runs without this kernel; tests/ttt/test_ttt_fused.py compares th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import triton
 import triton.language as tl
 
 from ttt.fused._jit import gelu_tanh, rnd, sigmoid
+from ttt.fused.skinny import workspace
 from ttt.fused.ttt_io import InLayout, PrologueArgs, conv_ptrs, qk_step, rope_rotate
 from ttt.ops.common import LN_EPS, TTTLinearState, note_kernel
 from ttt.ops.pdl import launch_opts, pdl_enter, pdl_on
@@ -35,10 +34,10 @@ from ttt.ops.ttt_linear.decode import step_core, step_state_prefetch
 @triton.jit
 def _linear_decode_kernel(
     p_ptr, cqw_ptr, cqb_ptr, ckw_ptr, ckb_ptr, cos_ptr, sin_ptr, lrb_ptr, pos_ptr, st_ptr,
-    te_ptr, lnw_ptr, lnb_ptr, W_ptr, b_ptr, Wacc_ptr, bacc_ptr, off_ptr, o_ptr, ps_ptr, gg_ptr,
-    H, N, W, BS, q_off, k_off, v_off, lr_off, g_off, eta_scale, eps,
+    te_ptr, lnw_ptr, lnb_ptr, W_ptr, b_ptr, Wacc_ptr, bacc_ptr, off_ptr, o_ptr, a_ptr, cnt_ptr, pw_ptr, pb_ptr,
+    H, N, W, BS, q_off, k_off, v_off, lr_off, g_off, eta_scale, eps, post_eps,
     D: tl.constexpr, K: tl.constexpr, KP: tl.constexpr, SHARE_QK: tl.constexpr, PDL: tl.constexpr,
-    PARTS: tl.constexpr, GATE: tl.constexpr,
+    EPI: tl.constexpr, GATE: tl.constexpr, BW: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     bi = (pid // H).to(tl.int64)
@@ -64,25 +63,27 @@ def _linear_decode_kernel(
     eta = eta_scale * sigmoid(logit)
     out = step_core(q, k, v, eta, p, te_ptr, lnw_ptr, lnb_ptr, W_ptr, b_ptr, Wacc_ptr, bacc_ptr, pid, hi, BS, eps, D)
     tl.store(o_ptr + pid.to(tl.int64) * D + r, out.to(o_ptr.dtype.element_ty))
-    if PARTS:
-        zs = rnd(out, o_ptr)
-        mean = tl.sum(zs, axis=0) / D
-        tl.store(ps_ptr + pid.to(tl.int64) * 2, mean)
-        tl.store(ps_ptr + pid.to(tl.int64) * 2 + 1, tl.sum((zs - mean) * (zs - mean), axis=0))
-        if GATE:
-            g = tl.load(row + g_off + c).to(tl.float32)
-            tl.store(gg_ptr + pid.to(tl.int64) * D + r, gelu_tanh(g).to(gg_ptr.dtype.element_ty))
+    if EPI:
+        tl.debug_barrier()  # every thread's z is stored before the counter says so
+        arrived = tl.atomic_add(cnt_ptr + bi, 1, sem="acq_rel", scope="gpu")
+        if arrived == H - 1:
+            cw = tl.arange(0, BW)
+            cwm = cw < W
+            # .cg: the other heads' z rows were written by other SMs; never read them through this SM's L1.
+            zr = tl.load(o_ptr + bi * W + cw, mask=cwm, other=0.0, cache_modifier=".cg").to(tl.float32)
+            mu = tl.sum(zr, axis=0) / W
+            zc = tl.where(cwm, zr - mu, 0.0)
+            rstd = 1.0 / tl.sqrt(tl.sum(zc * zc, axis=0) / W + post_eps)
+            pw = tl.load(pw_ptr + cw, mask=cwm, other=0.0).to(tl.float32)
+            pb = tl.load(pb_ptr + cw, mask=cwm, other=0.0).to(tl.float32)
+            y = rnd(zc * rstd * pw + pb, a_ptr)
+            if GATE:
+                g = tl.load(row + g_off + cw, mask=cwm, other=0.0).to(tl.float32)
+                y = rnd(rnd(gelu_tanh(g), a_ptr) * y, a_ptr)
+            tl.store(a_ptr + bi * W + cw, y.to(a_ptr.dtype.element_ty), mask=cwm)
+            tl.atomic_xchg(cnt_ptr + bi, 0, sem="relaxed", scope="gpu")  # ready for the next call
     if pid == 0:
         tl.store(off_ptr, ((p + 1) % BS).to(off_ptr.dtype.element_ty))
-
-
-@dataclass(frozen=True)
-class PostParts:
-    """What the fused step leaves for the post-norm and gate (`ttt.fused.skinny.RowNorm` 'ln' with these as stats
-    and scale): (B, H, 2) fp32 per-head LayerNorm partials of z, (B, H * d) GELU_tanh(gate) or None."""
-
-    stats: torch.Tensor
-    scale: torch.Tensor | None
 
 
 def linear_decode_step(
@@ -96,11 +97,13 @@ def linear_decode_step(
     ln_b: torch.Tensor,
     state: TTTLinearState,
     mini_batch_size: int,
-    post_parts: bool = False,
-) -> tuple[torch.Tensor, PostParts | None]:
+    post_norm: tuple[torch.Tensor, torch.Tensor, float] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """P (B, 1, n) the in-proj GEMM's row, the q/k conv window (B, W, K) advanced in place (share_qk), `pos` a (1,)
-    device tensor -> (z (B, H, 1, d), the op's output in P's dtype; PostParts when `post_parts`, else None); the
-    state is updated in place (offset included). One launch, no host sync (CUDA-graph capturable)."""
+    device tensor -> (z (B, H, 1, d), the op's output in P's dtype; with `post_norm` = the layer's post-norm
+    (weight, bias, eps), also o_proj's input (B, 1, W), `ttt_io.epilogue(z, P, ...)`, else None); the state is
+    updated in place (offset included). One launch, no host sync (CUDA-graph capturable; the first call of a batch
+    size allocates the epilogue's counters, so it should come before capture, as decode warm-up does)."""
     B, T, N = P.shape
     H = N - lay.lr
     W = lay.v - lay.k
@@ -112,18 +115,18 @@ def linear_decode_step(
         assert conv_state is not None and conv_state.is_contiguous() and conv_state.shape[:2] == (B, W)
     cqw, cqb, ckw, ckb, K = conv_ptrs(lay, a, P)
     z = torch.empty(B, H, 1, D, dtype=P.dtype, device=P.device)
-    parts = None
-    if post_parts:
-        gate = torch.empty(B, H * D, dtype=P.dtype, device=P.device) if lay.g is not None else None
-        parts = PostParts(torch.empty(B, H, 2, dtype=torch.float32, device=P.device), gate)
+    a_out, cnt, pw, pb, peps = z, z, z, z, 0.0
+    if post_norm is not None:
+        pw, pb, peps = post_norm
+        a_out = torch.empty(B, 1, W, dtype=P.dtype, device=P.device)
+        cnt = workspace(P.device, 0, B)[1]
     pdl = pdl_on(P)
     note_kernel(f"ttt_linear_decode/fused{'+pdl' if pdl else ''}")
     _linear_decode_kernel[(B * H,)](
         P, cqw, cqb, ckw, ckb, a.cos, a.sin, a.lr_bias, pos, conv_state if conv_state is not None else P,
-        token_eta, ln_w, ln_b, *st, state.offset, z, parts.stats if parts else z,
-        parts.scale if parts and parts.scale is not None else z,
+        token_eta, ln_w, ln_b, *st, state.offset, z, a_out, cnt, pw, pb,
         H, N, W, mini_batch_size, lay.q, lay.k, lay.v, lay.lr, lay.g if lay.g is not None else 0, a.eta_scale, LN_EPS,
-        D=D, K=K, KP=triton.next_power_of_2(K), SHARE_QK=lay.share_qk, PDL=pdl, PARTS=post_parts,
-        GATE=lay.g is not None, num_warps=4, **launch_opts(pdl),
+        peps, D=D, K=K, KP=triton.next_power_of_2(K), SHARE_QK=lay.share_qk, PDL=pdl, EPI=post_norm is not None,
+        GATE=lay.g is not None, BW=triton.next_power_of_2(W), num_warps=4, **launch_opts(pdl),
     )  # fmt: skip
-    return z, parts
+    return z, a_out if post_norm is not None else None

@@ -10,10 +10,12 @@ the gap being each kernel's ramp-up and tail). This kernel is built for the stre
   depend on arrival order;
 - the epilogue the block needs is fused: a residual added in place (one rounding, as `addmm_` with beta = 1) or
   SwiGLU's SiLU(gate) * up from the paired rows of a [W_gate; W_up] weight (rounded as `mlp.silu_mul` does);
-- the row norm before a GEMM is applied as it loads A (`RowNorm`), from row statistics the producer kernel wrote
-  (a few floats a row), not recomputed: the residual GEMM writes its tiles' sums of squares for the next RMSNorm,
-  the fused TTT-Linear step its heads' LayerNorm partials. Recomputing them in each consumer program (session 10)
-  cost 0.56 ms a 1.3B step: every program re-read the whole rows from L2 before its first K step.
+- an RMSNorm before the GEMM costs no launch and no pass over A (`FoldedRMSNorm`): its weight is folded into W,
+  and each output row is scaled by its 1/rms in the epilogue, from the per-tile sums of squares that the residual
+  GEMM producing x wrote (`sumsq`). Both other ways measured slower on the H200: recomputing the row statistics
+  in every consumer program (session 10: +0.56 ms a 1.3B step, each program re-read the rows before its first K
+  step), and normalising A as it is loaded from producer statistics (session 11: the per-K-step transform costs
+  more than the launch it saves).
 References: F.linear, `out.addmm_(x, W.t())` and `mlp.silu_mul(F.linear(x, W_gu))`; `linear` / `linear_silu` fall
 back to them where this kernel does not apply (more than 16 rows, a 32-bit dtype, CPU without the interpreter, or
 TTT_SKINNY=0).
@@ -105,8 +107,12 @@ def _dot_t(x, w, acc, INTERP: tl.constexpr):
 
 
 @triton.jit
-def _epilogue(acc, acc_u, o_ptr, ss_ptr, rm, rn, om, M, som, pid_n, tiles, EPI: tl.constexpr, SUMSQ: tl.constexpr):
+def _epilogue(acc, acc_u, o_ptr, ss_ptr, rstd, rm, rn, om, M, som, pid_n, tiles, EPI: tl.constexpr,
+              SUMSQ: tl.constexpr, RMS: tl.constexpr):  # fmt: skip
     optr = o_ptr + rm[:, None] * som + rn[None, :]
+    if RMS:
+        acc = acc * rstd[:, None]
+        acc_u = acc_u * rstd[:, None]
     if EPI == 1:
         y = acc + tl.load(optr, mask=om, other=0.0).to(tl.float32)
     elif EPI == 2:
@@ -122,49 +128,20 @@ def _epilogue(acc, acc_u, o_ptr, ss_ptr, rm, rn, om, M, som, pid_n, tiles, EPI: 
 
 
 @triton.jit
-def _row_stats(st_ptr, rm, mm, G, K, GP: tl.constexpr, NORM: tl.constexpr, eps):
-    """(mean, 1/sqrt(var + eps)) of each of x's full rows from the partials its producer wrote over G equal column
-    groups: for a LayerNorm (NORM 2) each group's (mean, sum of squared deviations), combined as Chan et al.'s
-    parallel variance; for an RMSNorm (NORM 1, mean 0) each group's sum of squares."""
+def _row_rstd(st_ptr, rm, mm, G, K, GP: tl.constexpr, eps):
+    """1/sqrt(mean square + eps) of each of x's full rows, from the sums of squares its producer wrote over G column
+    groups."""
     rg = tl.arange(0, GP)
-    m = mm[:, None] & (rg < G)[None, :]
-    if NORM == 1:
-        ss = tl.load(st_ptr + rm[:, None] * G + rg[None, :], mask=m, other=0.0)
-        return tl.zeros([rm.shape[0]], dtype=tl.float32), 1.0 / tl.sqrt(tl.sum(ss, axis=1) / K + eps)
-    else:
-        part = st_ptr + (rm[:, None] * G + rg[None, :]) * 2
-        mg = tl.load(part, mask=m, other=0.0)
-        mu = tl.sum(mg, axis=1) / G
-        dev = tl.where(m, mg - mu[:, None], 0.0)
-        m2 = tl.sum(tl.load(part + 1, mask=m, other=0.0), axis=1) + (K // G) * tl.sum(dev * dev, axis=1)
-        return mu, 1.0 / tl.sqrt(m2 / K + eps)
-
-
-@triton.jit
-def _normed(x, x_ptr, kk, km, rm, mm, mu, rstd, nw_ptr, nb_ptr, g_ptr, sgm, NORM: tl.constexpr,
-            GATE: tl.constexpr):  # fmt: skip
-    """The A operand a chunk of x becomes, rounded where the reference kernels round: RMSNorm as `norm.rmsnorm`
-    (w * dtype(x * rstd)); LayerNorm, then times the scale (GELU_tanh(gate) as stored), as `ttt_io.epilogue`."""
-    xf = x.to(tl.float32)
-    w = tl.load(nw_ptr + kk, mask=km, other=0.0).to(tl.float32)[None, :]
-    if NORM == 1:
-        y = rnd(w * rnd(xf * rstd[:, None], x_ptr), x_ptr)
-    else:
-        b = tl.load(nb_ptr + kk, mask=km, other=0.0).to(tl.float32)[None, :]
-        y = rnd((xf - mu[:, None]) * rstd[:, None] * w + b, x_ptr)
-        if GATE:
-            g = tl.load(g_ptr + rm[:, None] * sgm + kk[None, :], mask=mm[:, None] & km[None, :], other=0.0)
-            y = rnd(g.to(tl.float32) * y, x_ptr)
-    return y.to(x.dtype)
+    ss = tl.load(st_ptr + rm[:, None] * G + rg[None, :], mask=mm[:, None] & (rg < G)[None, :], other=0.0)
+    return 1.0 / tl.sqrt(tl.sum(ss, axis=1) / K + eps)
 
 
 @triton.jit
 def _skinny_kernel(
-    x_ptr, w_ptr, o_ptr, ws_ptr, cnt_ptr, nw_ptr, nb_ptr, g_ptr, st_ptr, ss_ptr, M, N, K, G, sxm, som, sgm, eps,
+    x_ptr, w_ptr, o_ptr, ws_ptr, cnt_ptr, st_ptr, ss_ptr, M, N, K, G, sxm, som, eps,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, KS: tl.constexpr, SPLIT: tl.constexpr,
     EPI: tl.constexpr, STAGES: tl.constexpr, PREFETCH: tl.constexpr, LINES: tl.constexpr, PDL: tl.constexpr,
-    PRELOAD: tl.constexpr, NORM: tl.constexpr, GATE: tl.constexpr, GP: tl.constexpr, SUMSQ: tl.constexpr,
-    INTERP: tl.constexpr,
+    PRELOAD: tl.constexpr, RMS: tl.constexpr, GP: tl.constexpr, SUMSQ: tl.constexpr, INTERP: tl.constexpr,
 ):  # fmt: skip
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -188,10 +165,6 @@ def _skinny_kernel(
     pdl_enter(PDL)
     rm = tl.arange(0, BM)
     mm = rm < M
-    mu = tl.zeros([BM], dtype=tl.float32)
-    rstd = tl.zeros([BM], dtype=tl.float32)
-    if NORM != 0:
-        mu, rstd = _row_stats(st_ptr, rm, mm, G, K, GP, NORM, eps)
     acc = tl.zeros([BM, BN], dtype=tl.float32)
     acc_u = tl.zeros([BM, BN], dtype=tl.float32)
     k_start = k_lo
@@ -199,8 +172,6 @@ def _skinny_kernel(
         kk = k_lo + rk
         km = kk < k_hi
         x = tl.load(x_ptr + rm[:, None] * sxm + kk[None, :], mask=mm[:, None] & km[None, :], other=0.0)
-        if NORM != 0:
-            x = _normed(x, x_ptr, kk, km, rm, mm, mu, rstd, nw_ptr, nb_ptr, g_ptr, sgm, NORM, GATE)
         acc = _dot_t(x, w0, acc, INTERP)
         if EPI == 2:
             acc_u = _dot_t(x, w0u, acc_u, INTERP)
@@ -209,15 +180,15 @@ def _skinny_kernel(
         kk = k0 + rk
         km = kk < k_hi
         x = tl.load(x_ptr + rm[:, None] * sxm + kk[None, :], mask=mm[:, None] & km[None, :], other=0.0)
-        if NORM != 0:
-            x = _normed(x, x_ptr, kk, km, rm, mm, mu, rstd, nw_ptr, nb_ptr, g_ptr, sgm, NORM, GATE)
         wm = nm[:, None] & km[None, :]
         acc = _dot_t(x, tl.load(wrow + kk[None, :], mask=wm, other=0.0), acc, INTERP)
         if EPI == 2:
             acc_u = _dot_t(x, tl.load(wrow + N * K + kk[None, :], mask=wm, other=0.0), acc_u, INTERP)
     om = mm[:, None] & nm[None, :]
+    tiles = tl.num_programs(0)
     if SPLIT == 1:
-        _epilogue(acc, acc_u, o_ptr, ss_ptr, rm, rn, om, M, som, pid_n, tl.num_programs(0), EPI, SUMSQ)
+        rstd = _row_rstd(st_ptr, rm, mm, G, K, GP, eps) if RMS else tl.zeros([BM], dtype=tl.float32)
+        _epilogue(acc, acc_u, o_ptr, ss_ptr, rstd, rm, rn, om, M, som, pid_n, tiles, EPI, SUMSQ, RMS)
     else:
         plane = SPLIT * BM * N
         part = ws_ptr + (pid_k * BM + rm)[:, None] * N + rn[None, :]
@@ -235,16 +206,17 @@ def _skinny_kernel(
                 acc += tl.load(first + s * BM * N, mask=om, other=0.0, cache_modifier=".cg")
                 if EPI == 2:
                     acc_u += tl.load(first + plane + s * BM * N, mask=om, other=0.0, cache_modifier=".cg")
-            _epilogue(acc, acc_u, o_ptr, ss_ptr, rm, rn, om, M, som, pid_n, tl.num_programs(0), EPI, SUMSQ)
+            rstd = _row_rstd(st_ptr, rm, mm, G, K, GP, eps) if RMS else tl.zeros([BM], dtype=tl.float32)
+            _epilogue(acc, acc_u, o_ptr, ss_ptr, rstd, rm, rn, om, M, som, pid_n, tiles, EPI, SUMSQ, RMS)
             tl.atomic_xchg(cnt_ptr + pid_n, 0, sem="relaxed", scope="gpu")  # ready for the next call
 
 
 _WORKSPACE: dict[tuple[str, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
 
-def _workspace(device: torch.device, floats: int, tiles: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """fp32 partials and zeroed tile counters, kept per device and size. A launch's kernel leaves its counters at zero
-    again; launches on one stream never overlap on them (under PDL a kernel touches them only after gdc_wait). The
+def workspace(device: torch.device, floats: int, tiles: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 partials and zeroed tile counters, kept per device and size (floats = 0: counters only, for other
+    last-arriver kernels, a key no GEMM uses). A launch's kernel leaves its counters at zero again; launches on one stream never overlap on them (under PDL a kernel touches them only after gdc_wait). The
     first call of each size should come before any CUDA-graph capture (decode warm-up does this)."""
     key = (str(device), floats, tiles)
     if key not in _WORKSPACE:
@@ -256,44 +228,31 @@ def _workspace(device: torch.device, floats: int, tiles: int) -> tuple[torch.Ten
 
 
 @dataclass(frozen=True)
-class RowNorm:
-    """A normalisation of x's rows that the kernel applies as it loads its A operand, from row statistics its
-    producer wrote (so neither the normalised rows nor a row-reduction pass go through memory): 'rms' is
-    `ttt.layer.RMSNorm` (weight, eps); 'ln' is a LayerNorm (weight, bias, eps), then times `scale` (M, K) when given
-    (the TTT layer's post-norm, times its GELU_tanh(gate) as stored). `stats` holds the row partials over G equal
-    column groups, fp32: (M, G) sums of squares for 'rms' (what an EPI_RESIDUAL GEMM writes with `sumsq`), (M, G, 2)
-    (group mean, sum of squared deviations from it) for 'ln' (what the fused TTT-Linear decode step writes, a group
-    a head). `row_partials` computes either from x."""
+class FoldedRMSNorm:
+    """RMSNorm(x) W^T computed as rstd * (x W'^T) with W' = W diag(weight) (`fold_rms_weight`, a derived copy the
+    caller keeps): the GEMM reads x as it is and scales each output row by its 1/sqrt(mean square + eps) in the
+    epilogue, from `stats`, the (M, G) fp32 sums of squares over G equal column groups that x's producer wrote (an
+    EPI_RESIDUAL GEMM with `sumsq`). Against `ttt.layer.RMSNorm` then the GEMM, this skips the two bf16 roundings of
+    the normalised rows and rounds the weight product once instead: bf16-level noise either way."""
 
-    kind: str
-    weight: torch.Tensor
+    stats: torch.Tensor
     eps: float
-    bias: torch.Tensor | None = None
-    scale: torch.Tensor | None = None
-    stats: torch.Tensor | None = None
 
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """The reference: what the PyTorch layers compute (and the fallback where the kernel does not apply)."""
-        if self.kind == "rms":
-            from ttt.fused.norm import rmsnorm
-
-            return rmsnorm(x, self.weight, self.eps)
-        y = F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
-        return y if self.scale is None else self.scale * y
+    def rstd(self, k: int) -> torch.Tensor:
+        return torch.rsqrt(self.stats.sum(-1) / k + self.eps)
 
 
-_NORM_KINDS = {"rms": 1, "ln": 2}
+def fold_rms_weight(w: torch.Tensor, norm_weight: torch.Tensor) -> torch.Tensor:
+    """W diag(norm_weight), rounded once to w's dtype: the GEMM weight a FoldedRMSNorm needs."""
+    return (w.float() * norm_weight.float()[None, :]).to(w.dtype)
 
 
-def row_partials(kind: str, x: torch.Tensor, groups: int) -> torch.Tensor:
-    """The `RowNorm.stats` layout for x (M, K) over `groups` equal column groups, in fp32 (the reference for what the
-    producer kernels write)."""
+def row_partials(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """FoldedRMSNorm.stats for x (M, K) over `groups` equal column groups, fp32 (the reference for what an
+    EPI_RESIDUAL GEMM writes with `sumsq`)."""
     M, K = x.shape
     xg = x.float().view(M, groups, K // groups)
-    if kind == "rms":
-        return (xg * xg).sum(-1)
-    mean = xg.mean(-1)
-    return torch.stack([mean, ((xg - mean[..., None]) ** 2).sum(-1)], dim=-1)
+    return (xg * xg).sum(-1)
 
 
 def sumsq_groups(n: int, k: int) -> int:
@@ -307,7 +266,7 @@ def skinny_gemm(
     out: torch.Tensor | None = None,
     *,
     epi: int = EPI_NONE,
-    norm: RowNorm | None = None,
+    rms: FoldedRMSNorm | None = None,
     sumsq: torch.Tensor | None = None,
     static_weights: bool = False,
     cfg: SkinnyConfig | None = None,
@@ -316,10 +275,11 @@ def skinny_gemm(
     """x (M, K) with M <= 16, w (N', K) contiguous, 16-bit. EPI_NONE: returns x w^T (M, N'). EPI_RESIDUAL: adds
     x w^T into `out` (M, N') in place and returns it; with `sumsq` (M, G) fp32, G = the output tiles
     (`sumsq_groups`), also writes each tile's share of each output row's sum of squares (the next RMSNorm's
-    `RowNorm.stats`). EPI_SILU: w is [W_gate; W_up] (2N, K); returns SiLU(x W_gate^T) * (x W_up^T) (M, N). `norm`:
-    x's rows normalised first (RowNorm, with its stats). `static_weights`: the kernel launched just before does not
-    write w, so under PDL the first weight tile may be loaded before the wait (true of every GEMM in a decode step;
-    done only with TTT_SKINNY_PRELOAD=1, see `experimental`). pdl None: on where `ttt.ops.pdl.pdl_on` says."""
+    `FoldedRMSNorm.stats`). EPI_SILU: w is [W_gate; W_up] (2N, K); returns SiLU(x W_gate^T) * (x W_up^T) (M, N).
+    `rms`: x W^T is of RMSNorm(x), w being the folded weight (FoldedRMSNorm). `static_weights`: the kernel launched
+    just before does not write w, so under PDL the first weight tile may be loaded before the wait (true of every
+    GEMM in a decode step; done only with TTT_SKINNY_PRELOAD=1, see `experimental`). pdl None: on where
+    `ttt.ops.pdl.pdl_on` says."""
     M, K = x.shape
     if M > MAX_ROWS or x.stride(-1) != 1:
         raise ValueError(f"skinny_gemm takes at most {MAX_ROWS} unit-stride rows, got x of shape {tuple(x.shape)}")
@@ -334,36 +294,23 @@ def skinny_gemm(
     if sumsq is not None and (epi != EPI_RESIDUAL or sumsq.shape != (M, tiles) or sumsq.dtype != torch.float32):
         raise ValueError(f"skinny_gemm sumsq must be fp32 (M, tiles) = {(M, tiles)} with EPI_RESIDUAL, got "
                          f"{tuple(sumsq.shape)} {sumsq.dtype} with epi {epi}")  # fmt: skip
-    G = 1
-    if norm is not None:
-        if norm.kind not in _NORM_KINDS:
-            raise ValueError(f"RowNorm kind {norm.kind!r}: expected one of {sorted(_NORM_KINDS)}")
-        st = norm.stats
-        if st is None or st.dtype != torch.float32 or not st.is_contiguous() or st.shape[0] != M:
-            raise ValueError(f"RowNorm needs contiguous fp32 stats of {M} rows, got "
-                             f"{None if st is None else (tuple(st.shape), st.dtype)}")  # fmt: skip
-        G = st.shape[1]
-        if K % G or st.shape[2:] != ((2,) if norm.kind == "ln" else ()):
-            raise ValueError(f"RowNorm {norm.kind!r} stats {tuple(st.shape)} do not split K = {K} into equal groups")
-    scale = norm.scale if norm is not None else None
-    if scale is not None and (scale.shape != (M, K) or scale.stride(-1) != 1):
-        raise ValueError(f"RowNorm scale must be (M, K) = {(M, K)} with unit last stride, got {tuple(scale.shape)}")
+    st = rms.stats if rms is not None else None
+    if st is not None and (st.dtype != torch.float32 or not st.is_contiguous() or st.dim() != 2 or st.shape[0] != M):
+        raise ValueError(f"FoldedRMSNorm needs contiguous fp32 (M, G) stats with M = {M}, got "
+                         f"{(tuple(st.shape), st.dtype)}")  # fmt: skip
     pdl = pdl_on(x) if pdl is None else pdl
     preload = pdl and static_weights and experimental("PRELOAD")
     prefetch = cfg.prefetch and x.is_cuda
     ks = triton.cdiv(triton.cdiv(K, cfg.split), cfg.bk) * cfg.bk
     split = triton.cdiv(K, ks)
-    ws, cnt = _workspace(x.device, split * MAX_ROWS * N * (2 if epi == EPI_SILU else 1), tiles) if split > 1 else (x, x)
-    nw = norm.weight if norm is not None else x
-    nb = norm.bias if norm is not None and norm.bias is not None else nw
+    ws, cnt = workspace(x.device, split * MAX_ROWS * N * (2 if epi == EPI_SILU else 1), tiles) if split > 1 else (x, x)
+    G = st.shape[1] if st is not None else 1
     note_kernel(f"decode_gemm/skinny{'+pdl' if pdl else ''}")
     _skinny_kernel[(tiles, split)](
-        x, w, out, ws, cnt, nw, nb, scale if scale is not None else x, norm.stats if norm is not None else x,
-        sumsq if sumsq is not None else x, M, N, K, G, x.stride(0), out.stride(0),
-        scale.stride(0) if scale is not None else 0, norm.eps if norm is not None else 0.0,
+        x, w, out, ws, cnt, st if st is not None else x, sumsq if sumsq is not None else x, M, N, K, G,
+        x.stride(0), out.stride(0), rms.eps if rms is not None else 0.0,
         BM=MAX_ROWS, BN=cfg.bn, BK=cfg.bk, KS=ks, SPLIT=split, EPI=epi, STAGES=cfg.stages, PREFETCH=prefetch,
-        LINES=triton.next_power_of_2(triton.cdiv(ks, 64)), PDL=pdl, PRELOAD=preload,
-        NORM=_NORM_KINDS[norm.kind] if norm is not None else 0, GATE=scale is not None,
+        LINES=triton.next_power_of_2(triton.cdiv(ks, 64)), PDL=pdl, PRELOAD=preload, RMS=rms is not None,
         GP=triton.next_power_of_2(G), SUMSQ=sumsq is not None, INTERP=not x.is_cuda,
         num_warps=cfg.warps, **launch_opts(pdl),
     )  # fmt: skip
@@ -374,47 +321,43 @@ def linear(
     x: torch.Tensor,
     w: torch.Tensor,
     out: torch.Tensor | None = None,
-    norm: RowNorm | None = None,
     static_weights: bool = False,
     sumsq: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """F.linear(x, w) for x (..., K), or with `out` (x's shape but N columns, contiguous) out + F.linear(x, w) added
-    into out in place; with `norm`, of norm.apply(x) (its scale shaped like x). The skinny kernel where `usable`
-    (`static_weights` and `sumsq`, with `out` only, as in `skinny_gemm`), else the PyTorch/cuBLAS reference, which
-    fills `sumsq` from out by `row_partials`."""
+    into out in place. The skinny kernel where `usable` (`static_weights` and `sumsq`, with `out` only, as in
+    `skinny_gemm`), else the PyTorch/cuBLAS reference, which fills `sumsq` from out by `row_partials`."""
     K = x.shape[-1]
     if sumsq is not None and out is None:
         raise ValueError("linear(sumsq=...) needs out: the sums of squares are of the residual stream it adds into")
     if not usable(x, w):
         note_kernel("decode_gemm/cublas")
-        if norm is not None:
-            x = norm.apply(x)
         if out is None:
             return F.linear(x, w)
         out.view(-1, w.shape[0]).addmm_(x.reshape(-1, K), w.t())
         if sumsq is not None:
-            sumsq.copy_(row_partials("rms", out.view(-1, w.shape[0]), sumsq.shape[1]))
+            sumsq.copy_(row_partials(out.view(-1, w.shape[0]), sumsq.shape[1]))
         return out
     x2 = x.reshape(-1, K)
-    if norm is not None and norm.scale is not None:
-        norm = RowNorm(norm.kind, norm.weight, norm.eps, norm.bias, norm.scale.reshape(-1, K), norm.stats)
-    kw = dict(norm=norm, static_weights=static_weights)
     if out is None:
-        return skinny_gemm(x2, w, **kw).view(*x.shape[:-1], w.shape[0])
-    skinny_gemm(x2, w, out.view(-1, w.shape[0]), epi=EPI_RESIDUAL, sumsq=sumsq, **kw)
+        return skinny_gemm(x2, w, static_weights=static_weights).view(*x.shape[:-1], w.shape[0])
+    skinny_gemm(x2, w, out.view(-1, w.shape[0]), epi=EPI_RESIDUAL, sumsq=sumsq, static_weights=static_weights)
     return out
 
 
 def linear_silu(
-    x: torch.Tensor, w_gu: torch.Tensor, norm: RowNorm | None = None, static_weights: bool = False
+    x: torch.Tensor, w_gu: torch.Tensor, rms: FoldedRMSNorm | None = None, static_weights: bool = False
 ) -> torch.Tensor:
-    """SiLU(x W_gate^T) * (x W_up^T) for w_gu = [W_gate; W_up] (2I, K): x (..., K) -> (..., I); `norm` and
-    `static_weights` as in `linear`."""
+    """SiLU(x W_gate^T) * (x W_up^T) for w_gu = [W_gate; W_up] (2I, K): x (..., K) -> (..., I); with `rms`, of
+    RMSNorm(x), w_gu being the folded weight (FoldedRMSNorm); `static_weights` as in `linear`."""
     K = x.shape[-1]
     if not usable(x, w_gu):
         from ttt.fused.mlp import silu_mul
 
         note_kernel("decode_gemm/cublas")
-        return silu_mul(F.linear(norm.apply(x) if norm is not None else x, w_gu))
-    a = skinny_gemm(x.reshape(-1, K), w_gu, epi=EPI_SILU, norm=norm, static_weights=static_weights)
+        y = F.linear(x, w_gu)
+        if rms is not None:
+            y = (y.float() * rms.rstd(K).view(*y.shape[:-1], 1)).to(y.dtype)
+        return silu_mul(y)
+    a = skinny_gemm(x.reshape(-1, K), w_gu, epi=EPI_SILU, rms=rms, static_weights=static_weights)
     return a.view(*x.shape[:-1], w_gu.shape[0] // 2)
