@@ -60,10 +60,10 @@ def main() -> int:
         for pdl in (False, True):
             consts = dict(BM=16, BN=cfg.bn, BK=cfg.bk, KS=ks, SPLIT=split, EPI=epi, STAGES=cfg.stages,
                           PREFETCH=cfg.prefetch, LINES=triton.next_power_of_2(triton.cdiv(ks, 64)), PDL=pdl,
-                          PRELOAD=pdl, NORM=norm, GATE=norm == 2, INTERP=False)  # fmt: skip
+                          PRELOAD=pdl, RMS=norm == 1, GP=64, SUMSQ=norm == 2, INTERP=False)  # fmt: skip
             kern = compile_fn(skinny._skinny_kernel, consts, {"num_warps": cfg.warps, "launch_pdl": pdl},
-                              {"x_ptr": "*bf16", "w_ptr": "*bf16", "o_ptr": "*bf16", "cnt_ptr": "*i32", "nw_ptr": "*bf16",
-                               "nb_ptr": "*bf16", "g_ptr": "*bf16", "eps": "fp32"})  # fmt: skip
+                              {"x_ptr": "*bf16", "w_ptr": "*bf16", "o_ptr": "*bf16", "cnt_ptr": "*i32",
+                               "eps": "fp32"})  # fmt: skip
             report(f"{name} {cfg} split {split} pdl {pdl}", kern)
     bf = {n: "*bf16" for n in ("q_ptr", "k_ptr", "v_ptr", "o_ptr")} | {"off_ptr": "*i64"}
     kern = compile_fn(decode._ttt_linear_step_kernel, {"D": 64, "PDL": True}, {"num_warps": 4, "launch_pdl": True}, bf)
