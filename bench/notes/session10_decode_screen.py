@@ -23,6 +23,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from decode_ab import profile, time_step  # noqa: E402
+
 from ttt.fused import skinny  # noqa: E402
 from ttt.fused.mlp import silu_mul  # noqa: E402
 
@@ -119,20 +121,6 @@ def gemm_screen(out: Path) -> None:
         w.writerows(rows)
 
 
-def profile(step, tok, out: Path) -> None:
-    """Kernel times of 8 graph replays (CUPTI sees the kernels inside a graph), as a table."""
-    from torch.profiler import ProfilerActivity
-    from torch.profiler import profile as prof
-
-    with prof(activities=[ProfilerActivity.CUDA]) as p:
-        for _ in range(8):
-            step(tok)
-        torch.cuda.synchronize()
-    table = p.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=60)
-    (out / "decode_profile.txt").write_text(table)
-    print(table, flush=True)
-
-
 def model_screen(out: Path) -> None:
     from bench.registry import build
     from ttt.generation import GraphedDecode, restore_cache, snapshot_cache
@@ -164,21 +152,13 @@ def model_screen(out: Path) -> None:
             for _ in range(5):
                 step(tok)
             torch.cuda.synchronize()
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            ts = []
-            for _ in range(7):
-                s.record()
-                for _ in range(16):
-                    step(tok)
-                e.record()
-                torch.cuda.synchronize()
-                ts.append(s.elapsed_time(e) / 16)
+            ts = time_step(step, tok, reps=7)
             t = sorted(ts)[3]
             rows.append(dict(skinny=skin, pdl=pdl, fused_step=fstep, skinny_norm=snorm, skinny_preload=spre,
                              ms_per_step=t, min_ms=min(ts), rel_err_vs_first=err, kernels=kernels))  # fmt: skip
             print(f"model decode {env}: {t:.3f} ms/step (min {min(ts):.3f}) err {err:.2e} [{kernels}]", flush=True)
             if variant == VARIANTS[-1]:
-                profile(step, tok, out)
+                print(profile(step, tok, out / "decode_profile.txt"), flush=True)
             del step
     with open(out / "model_decode.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))

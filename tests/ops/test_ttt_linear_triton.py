@@ -199,13 +199,16 @@ def test_fla_convention_matches_fla_naive():
     torch.testing.assert_close(o_f.transpose(1, 2), ours, atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("bs,pre,steps", [(4, 0, 6), (16, 13, 5)])
-def test_step_matches_naive(bs, pre, steps):
+@pytest.mark.parametrize("bs,pre,steps,d", [(4, 0, 6, 16), (16, 13, 5, 16), (4, 2, 5, 32)])
+@pytest.mark.parametrize("one_tile", ["1", "0"], ids=["one_tile", "two_tiles"])
+def test_step_matches_naive(monkeypatch, bs, pre, steps, d, one_tile):
     """The Triton step (in place) against naive.ttt_linear_step, across a mini-batch boundary, after a Triton
-    prefill of `pre` tokens (so the prefill's ragged-tail state feeds the step)."""
+    prefill of `pre` tokens (so the prefill's ragged-tail state feeds the step); both forms of `step_core` (d = 32:
+    the one-tile form folds W in two 16-row slices)."""
     from ttt.ops.ttt_linear.decode import ttt_linear_step_triton
 
-    B, H, d = 2, 2, 16
+    monkeypatch.setenv("TTT_STEP_ONE_TILE", one_tile)
+    B, H = 2, 2
     q, k, v, eta, te, lw, lb, st0 = make_inputs(B, H, pre + steps, d, bs, seed=11)
     if pre:
         _, st0 = ttt_linear_triton(

@@ -28,7 +28,7 @@ from ttt.fused.skinny import workspace
 from ttt.fused.ttt_io import InLayout, PrologueArgs, conv_ptrs, qk_step, rope_rotate
 from ttt.ops.common import LN_EPS, TTTLinearState, note_kernel
 from ttt.ops.pdl import launch_opts, pdl_enter, pdl_on
-from ttt.ops.ttt_linear.decode import step_core, step_state_prefetch
+from ttt.ops.ttt_linear.decode import fused_step_launch, step_core, step_state_prefetch
 
 
 @triton.jit
@@ -37,7 +37,7 @@ def _linear_decode_kernel(
     te_ptr, lnw_ptr, lnb_ptr, W_ptr, b_ptr, Wacc_ptr, bacc_ptr, off_ptr, o_ptr, a_ptr, cnt_ptr, pw_ptr, pb_ptr,
     H, N, W, BS, q_off, k_off, v_off, lr_off, g_off, eta_scale, eps, post_eps,
     D: tl.constexpr, K: tl.constexpr, KP: tl.constexpr, SHARE_QK: tl.constexpr, PDL: tl.constexpr,
-    EPI: tl.constexpr, GATE: tl.constexpr, BW: tl.constexpr,
+    EPI: tl.constexpr, GATE: tl.constexpr, BW: tl.constexpr, ONE_TILE: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     bi = (pid // H).to(tl.int64)
@@ -61,7 +61,8 @@ def _linear_decode_kernel(
     v = tl.load(row + v_off + c).to(tl.float32)
     logit = rnd(tl.load(row + lr_off + hi).to(tl.float32) + tl.load(lrb_ptr + hi).to(tl.float32), p_ptr)
     eta = eta_scale * sigmoid(logit)
-    out = step_core(q, k, v, eta, p, te_ptr, lnw_ptr, lnb_ptr, W_ptr, b_ptr, Wacc_ptr, bacc_ptr, pid, hi, BS, eps, D)
+    out = step_core(q, k, v, eta, p, te_ptr, lnw_ptr, lnb_ptr, W_ptr, b_ptr, Wacc_ptr, bacc_ptr, pid, hi, BS, eps, D,
+                    ONE_TILE)  # fmt: skip
     tl.store(o_ptr + pid.to(tl.int64) * D + r, out.to(o_ptr.dtype.element_ty))
     if EPI:
         tl.debug_barrier()  # every thread's z is stored before the counter says so
@@ -127,6 +128,6 @@ def linear_decode_step(
         token_eta, ln_w, ln_b, *st, state.offset, z, a_out, cnt, pw, pb,
         H, N, W, mini_batch_size, lay.q, lay.k, lay.v, lay.lr, lay.g if lay.g is not None else 0, a.eta_scale, LN_EPS,
         peps, D=D, K=K, KP=triton.next_power_of_2(K), SHARE_QK=lay.share_qk, PDL=pdl, EPI=post_norm is not None,
-        GATE=lay.g is not None, BW=triton.next_power_of_2(W), num_warps=4, **launch_opts(pdl),
+        GATE=lay.g is not None, BW=triton.next_power_of_2(W), **fused_step_launch(), **launch_opts(pdl),
     )  # fmt: skip
     return z, a_out if post_norm is not None else None
