@@ -1,7 +1,7 @@
 """Decode A/B on the 1.3B models (B = 16, bf16, CUDA graph): variants are environment settings read when a step is
 captured. They alternate (A B C A B C ...) so that drift in the shared machine falls on all; each one's logits are
-compared with the first variant's from the same cache. Then a kernel profile of each variant's step with PDL off
-(under PDL a kernel's time includes its wait on the previous one).
+compared with the first variant's from the same cache. Then a kernel profile of each variant's step (under PDL a
+kernel's time includes its wait on the previous one: give TTT_PDL=0 variants for per-kernel times).
 
     python3 bench/notes/decode_ab.py OUTDIR MODEL[,MODEL] '[{"ENV": "1"}, {"ENV": "0"}]'
 
@@ -93,14 +93,13 @@ def screen(name: str, variants: list[dict], out: Path, rows: list[dict]) -> None
                 print(f"{name} v{i} {env} round {r}: {t:.4f} ms/step (min {min(ts):.4f}) err {err:.2e}", flush=True)
         del steps
         for i, env in enumerate(variants):
-            os.environ.update(env, TTT_PDL="0")
+            os.environ.update(env)
             restore_cache(cache, snap)
             step = GraphedDecode(model, cache, B)
             for _ in range(3):
                 step(tok)
-            table = profile(step, tok, out / f"profile_{name}_v{i}_nopdl.txt")
-            print(f"{name} v{i} {env} PDL off:\n" + "\n".join(table.splitlines()[3:8]), flush=True)
-            os.environ.pop("TTT_PDL")
+            table = profile(step, tok, out / f"profile_{name}_v{i}.txt")
+            print(f"{name} v{i} {env} profile:\n" + "\n".join(table.splitlines()[3:8]), flush=True)
             del step
 
 

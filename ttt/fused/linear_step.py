@@ -37,12 +37,12 @@ def _linear_decode_kernel(
     te_ptr, lnw_ptr, lnb_ptr, W_ptr, b_ptr, Wacc_ptr, bacc_ptr, off_ptr, o_ptr, a_ptr, cnt_ptr, pw_ptr, pb_ptr,
     H, N, W, BS, q_off, k_off, v_off, lr_off, g_off, eta_scale, eps, post_eps,
     D: tl.constexpr, K: tl.constexpr, KP: tl.constexpr, SHARE_QK: tl.constexpr, PDL: tl.constexpr,
-    EPI: tl.constexpr, GATE: tl.constexpr, BW: tl.constexpr, ONE_TILE: tl.constexpr,
+    EPI: tl.constexpr, GATE: tl.constexpr, BW: tl.constexpr, ONE_TILE: tl.constexpr, PREFETCH: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     bi = (pid // H).to(tl.int64)
     hi = pid % H
-    step_state_prefetch(W_ptr, Wacc_ptr, pid, D, PDL)
+    step_state_prefetch(W_ptr, Wacc_ptr, pid, D, PDL and PREFETCH)
     pdl_enter(PDL)
     r = tl.arange(0, D)
     c = hi * D + r

@@ -32,10 +32,15 @@ def one_tile_on() -> bool:
 
 def fused_step_launch() -> dict:
     """Launch options of the fused decode step (`ttt.fused.linear_step`): ONE_TILE, warps and register cap, from
-    TTT_STEP_ONE_TILE / TTT_STEP_WARPS / TTT_STEP_MAXNREG (0: no cap) for A/B runs. Offline sm_90a at d = 64 with
+    TTT_STEP_ONE_TILE / TTT_STEP_PREFETCH (the state's L2 prefetch under PDL) / TTT_STEP_WARPS / TTT_STEP_MAXNREG
+    (0: no cap) for A/B runs. Offline sm_90a at d = 64 with
     the epilogue: two tiles 165 registers, one tile 152 (three 4-warp programs an SM, so B = 16 x 32 heads take
     1.3 waves); either capped at 128 has no spills and fits four, one wave."""
-    opts = {"ONE_TILE": one_tile_on(), "num_warps": int(os.environ.get("TTT_STEP_WARPS", "4"))}
+    opts = {
+        "ONE_TILE": one_tile_on(),
+        "PREFETCH": os.environ.get("TTT_STEP_PREFETCH", "1") != "0",
+        "num_warps": int(os.environ.get("TTT_STEP_WARPS", "4")),
+    }
     if cap := int(os.environ.get("TTT_STEP_MAXNREG", "0")):
         opts["maxnreg"] = cap
     return opts
