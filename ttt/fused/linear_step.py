@@ -19,6 +19,8 @@ what the layer runs without this kernel; tests/ttt/test_ttt_fused.py compares th
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -121,7 +123,7 @@ def linear_decode_step(
         pw, pb, peps = post_norm
         a_out = torch.empty(B, 1, W, dtype=P.dtype, device=P.device)
         cnt = workspace(P.device, 0, B)[1]
-    pdl = pdl_on(P)
+    pdl = pdl_on(P) and os.environ.get("TTT_STEP_PDL", "1") != "0"  # TTT_STEP_PDL=0: A/B runs
     note_kernel(f"ttt_linear_decode/fused{'+pdl' if pdl else ''}")
     _linear_decode_kernel[(B * H,)](
         P, cqw, cqb, ckw, ckb, a.cos, a.sin, a.lr_bias, pos, conv_state if conv_state is not None else P,
