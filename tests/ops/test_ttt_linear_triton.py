@@ -200,14 +200,11 @@ def test_fla_convention_matches_fla_naive():
 
 
 @pytest.mark.parametrize("bs,pre,steps,d", [(4, 0, 6, 16), (16, 13, 5, 16), (4, 2, 5, 32)])
-@pytest.mark.parametrize("one_tile", ["1", "0"], ids=["one_tile", "two_tiles"])
-def test_step_matches_naive(monkeypatch, bs, pre, steps, d, one_tile):
+def test_step_matches_naive(bs, pre, steps, d):
     """The Triton step (in place) against naive.ttt_linear_step, across a mini-batch boundary, after a Triton
-    prefill of `pre` tokens (so the prefill's ragged-tail state feeds the step); both forms of `step_core` (d = 32:
-    the one-tile form folds W in two 16-row slices)."""
+    prefill of `pre` tokens (so the prefill's ragged-tail state feeds the step)."""
     from ttt.ops.ttt_linear.decode import ttt_linear_step_triton
 
-    monkeypatch.setenv("TTT_STEP_ONE_TILE", one_tile)
     B, H = 2, 2
     q, k, v, eta, te, lw, lb, st0 = make_inputs(B, H, pre + steps, d, bs, seed=11)
     if pre:

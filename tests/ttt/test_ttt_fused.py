@@ -396,10 +396,14 @@ def test_gpu_bf16_fused_matches_dual(backbone: str) -> None:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not ON_GPU, reason="needs a CUDA device")
-def test_gpu_graphed_fused_decode() -> None:
-    """The fused decode step replays in a CUDA graph: as eager fused steps, and close to the dual forward."""
+@pytest.mark.parametrize("step_launch", [{}, {"TTT_STEP_PDL": "1", "TTT_STEP_MAXNREG": "0"}], ids=["default", "s11"])
+def test_gpu_graphed_fused_decode(monkeypatch, step_launch: dict) -> None:
+    """The fused decode step replays in a CUDA graph: as eager fused steps, and close to the dual forward; with the
+    default launch of the fused TTT-Linear step (plain, capped) and session 11's (PDL, L2 prefetch, uncapped)."""
     from ttt.generation import GraphedDecode, restore_cache, snapshot_cache
 
+    for k, v in step_launch.items():
+        monkeypatch.setenv(k, v)
     model = gpu_model("mamba").to(torch.bfloat16)
     x = ids(16, 40).cuda()
     P = 21

@@ -19,8 +19,6 @@ what the layer runs without this kernel; tests/ttt/test_ttt_fused.py compares th
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
@@ -39,12 +37,12 @@ def _linear_decode_kernel(
     te_ptr, lnw_ptr, lnb_ptr, W_ptr, b_ptr, Wacc_ptr, bacc_ptr, off_ptr, o_ptr, a_ptr, cnt_ptr, pw_ptr, pb_ptr,
     H, N, W, BS, q_off, k_off, v_off, lr_off, g_off, eta_scale, eps, post_eps,
     D: tl.constexpr, K: tl.constexpr, KP: tl.constexpr, SHARE_QK: tl.constexpr, PDL: tl.constexpr,
-    EPI: tl.constexpr, GATE: tl.constexpr, BW: tl.constexpr, ONE_TILE: tl.constexpr, PREFETCH: tl.constexpr,
+    EPI: tl.constexpr, GATE: tl.constexpr, BW: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     bi = (pid // H).to(tl.int64)
     hi = pid % H
-    step_state_prefetch(W_ptr, Wacc_ptr, pid, D, PDL and PREFETCH)
+    step_state_prefetch(W_ptr, Wacc_ptr, pid, D, PDL)
     pdl_enter(PDL)
     r = tl.arange(0, D)
     c = hi * D + r
@@ -63,8 +61,7 @@ def _linear_decode_kernel(
     v = tl.load(row + v_off + c).to(tl.float32)
     logit = rnd(tl.load(row + lr_off + hi).to(tl.float32) + tl.load(lrb_ptr + hi).to(tl.float32), p_ptr)
     eta = eta_scale * sigmoid(logit)
-    out = step_core(q, k, v, eta, p, te_ptr, lnw_ptr, lnb_ptr, W_ptr, b_ptr, Wacc_ptr, bacc_ptr, pid, hi, BS, eps, D,
-                    ONE_TILE)  # fmt: skip
+    out = step_core(q, k, v, eta, p, te_ptr, lnw_ptr, lnb_ptr, W_ptr, b_ptr, Wacc_ptr, bacc_ptr, pid, hi, BS, eps, D)
     tl.store(o_ptr + pid.to(tl.int64) * D + r, out.to(o_ptr.dtype.element_ty))
     if EPI:
         tl.debug_barrier()  # every thread's z is stored before the counter says so
@@ -123,13 +120,14 @@ def linear_decode_step(
         pw, pb, peps = post_norm
         a_out = torch.empty(B, 1, W, dtype=P.dtype, device=P.device)
         cnt = workspace(P.device, 0, B)[1]
-    pdl = pdl_on(P) and os.environ.get("TTT_STEP_PDL", "1") != "0"  # TTT_STEP_PDL=0: A/B runs
+    step_pdl, opts = fused_step_launch()
+    pdl = pdl_on(P) and step_pdl
     note_kernel(f"ttt_linear_decode/fused{'+pdl' if pdl else ''}")
     _linear_decode_kernel[(B * H,)](
         P, cqw, cqb, ckw, ckb, a.cos, a.sin, a.lr_bias, pos, conv_state if conv_state is not None else P,
         token_eta, ln_w, ln_b, *st, state.offset, z, a_out, cnt, pw, pb,
         H, N, W, mini_batch_size, lay.q, lay.k, lay.v, lay.lr, lay.g if lay.g is not None else 0, a.eta_scale, LN_EPS,
         peps, D=D, K=K, KP=triton.next_power_of_2(K), SHARE_QK=lay.share_qk, PDL=pdl, EPI=post_norm is not None,
-        GATE=lay.g is not None, BW=triton.next_power_of_2(W), **fused_step_launch(), **launch_opts(pdl),
+        GATE=lay.g is not None, BW=triton.next_power_of_2(W), **opts, **launch_opts(pdl),
     )  # fmt: skip
     return z, a_out if post_norm is not None else None

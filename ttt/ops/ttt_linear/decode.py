@@ -24,26 +24,16 @@ from ttt.ops.pdl import launch_opts, pdl_enter, pdl_on, prefetch_l2
 from ttt.ops.triton_common import advance_offset_kernel, interpreting, vec_ln_l2_grad, vec_ln_stats
 
 
-def one_tile_on() -> bool:
-    """Whether the step kernels keep one state tile live at a time (`step_core`'s ONE_TILE); TTT_STEP_ONE_TILE=0
-    gives the two-tile form back, for A/B runs."""
-    return os.environ.get("TTT_STEP_ONE_TILE", "1") != "0"
-
-
-def fused_step_launch() -> dict:
-    """Launch options of the fused decode step (`ttt.fused.linear_step`): ONE_TILE, warps and register cap, from
-    TTT_STEP_ONE_TILE / TTT_STEP_PREFETCH (the state's L2 prefetch under PDL) / TTT_STEP_WARPS / TTT_STEP_MAXNREG
-    (0: no cap) for A/B runs. Offline sm_90a at d = 64 with
-    the epilogue: two tiles 165 registers, one tile 152 (three 4-warp programs an SM, so B = 16 x 32 heads take
-    1.3 waves); either capped at 128 has no spills and fits four, one wave."""
-    opts = {
-        "ONE_TILE": one_tile_on(),
-        "PREFETCH": os.environ.get("TTT_STEP_PREFETCH", "1") != "0",
-        "num_warps": int(os.environ.get("TTT_STEP_WARPS", "4")),
-    }
-    if cap := int(os.environ.get("TTT_STEP_MAXNREG", "0")):
+def fused_step_launch() -> tuple[bool, dict]:
+    """(PDL, launch options) of the fused decode step (`ttt.fused.linear_step`). Defaults from the session-12 A/B
+    (bench/notes/session12.md, 1.3B TTT-Linear at B = 16): a 128-register cap, so that the 16 x 32 head programs
+    fit in one wave (four an SM; 165 registers uncapped, no spills capped, offline sm_90a), and a plain launch,
+    because under PDL the capped step made the step 0.1 ms slower. TTT_STEP_MAXNREG (0: no cap), TTT_STEP_WARPS
+    and TTT_STEP_PDL=1 (with the state's L2 prefetch, session 11's launch) are for A/B runs."""
+    opts = {"num_warps": int(os.environ.get("TTT_STEP_WARPS", "4"))}
+    if cap := int(os.environ.get("TTT_STEP_MAXNREG", "128")):
         opts["maxnreg"] = cap
-    return opts
+    return os.environ.get("TTT_STEP_PDL", "0") == "1", opts
 
 
 @triton.jit
@@ -58,63 +48,37 @@ def step_state_prefetch(W_ptr, Wacc_ptr, pid, D: tl.constexpr, PDL: tl.constexpr
 
 @triton.jit
 def step_core(q, k, v, eta, p, te_ptr, lnw_ptr, lnb_ptr, W_ptr, b_ptr, Wacc_ptr, bacc_ptr, pid, hi, BS, eps,
-              D: tl.constexpr, ONE_TILE: tl.constexpr = True, FOLD_ROWS: tl.constexpr = 16):  # fmt: skip
+              D: tl.constexpr):  # fmt: skip
     """One head's step given its fp32 q, k, v rows, eta and mini-batch position p: updates the state in memory and
-    returns out = q + LN(q W_t + b_t). Shared by this module's kernel and the fused decode kernel (ttt.fused).
-
-    ONE_TILE keeps one 64 x 64 fp32 tile live at a time, so that a B = 16 x 32 head grid runs in one wave (two tiles
-    live take ~167 registers, three programs an SM): q W_t = q W - te q W_acc', with q W taken while W is loaded for
-    the gradient. W_t itself is needed only when the mini-batch closes; then the new W_acc goes to memory and W is
-    folded in FOLD_ROWS-row slices read back from L2. ONE_TILE=False is the two-tile form (A/B runs)."""
+    returns out = q + LN(q W_t + b_t). Shared by this module's kernel and the fused decode kernel (ttt.fused)."""
     r = tl.arange(0, D)
     wofs = pid.to(tl.int64) * D * D + r[:, None] * D + r[None, :]
     vofs = pid.to(tl.int64) * D + r
+    W = tl.load(W_ptr + wofs).to(tl.float32)
+    Wacc = tl.load(Wacc_ptr + wofs).to(tl.float32)
     bv = tl.load(b_ptr + vofs).to(tl.float32)
     bacc = tl.load(bacc_ptr + vofs).to(tl.float32)
     ln_w = tl.load(lnw_ptr + hi * D + r).to(tl.float32)
     ln_b = tl.load(lnb_ptr + hi * D + r).to(tl.float32)
     te = tl.load(te_ptr + p).to(tl.float32)
-    closes = p == BS - 1
-    if ONE_TILE:
-        W = tl.load(W_ptr + wofs).to(tl.float32)
-        # Gradient at W' (row vector k times W: a broadcast-multiply and a reduction over the rows of W).
-        z = tl.sum(k[:, None] * W, axis=0) + bv
-        qW = tl.sum(q[:, None] * W, axis=0)
-        eg = eta * vec_ln_l2_grad(z, v - k, ln_w, ln_b, D, eps)
-        Wacc = tl.load(Wacc_ptr + wofs).to(tl.float32) + k[:, None] * eg[None, :]
-        bacc += eg
-        b_t = bv - te * bacc
-        zq = qW - te * tl.sum(q[:, None] * Wacc, axis=0) + b_t
-        tl.store(Wacc_ptr + wofs, Wacc.to(Wacc_ptr.dtype.element_ty))
-        if closes:
-            tl.debug_barrier()  # the whole W_acc' is stored before any thread reads a slice of it back
-            fr = tl.arange(0, FOLD_ROWS)
-            for r0 in tl.range(0, D, FOLD_ROWS):
-                sofs = pid.to(tl.int64) * D * D + (r0 + fr)[:, None] * D + r[None, :]
-                A = tl.load(Wacc_ptr + sofs, cache_modifier=".cg").to(tl.float32)
-                Ws = tl.load(W_ptr + sofs).to(tl.float32)
-                tl.store(W_ptr + sofs, (Ws - te * A).to(W_ptr.dtype.element_ty))
-                tl.store(Wacc_ptr + sofs, tl.zeros_like(A).to(Wacc_ptr.dtype.element_ty))
-            tl.store(b_ptr + vofs, b_t.to(b_ptr.dtype.element_ty))
-            tl.store(bacc_ptr + vofs, tl.zeros_like(bacc).to(bacc_ptr.dtype.element_ty))
-        else:
-            tl.store(bacc_ptr + vofs, bacc.to(bacc_ptr.dtype.element_ty))
-    else:
-        W = tl.load(W_ptr + wofs).to(tl.float32)
-        Wacc = tl.load(Wacc_ptr + wofs).to(tl.float32)
-        z = tl.sum(k[:, None] * W, axis=0) + bv
-        eg = eta * vec_ln_l2_grad(z, v - k, ln_w, ln_b, D, eps)
-        Wacc += k[:, None] * eg[None, :]
-        bacc += eg
-        W_t = W - te * Wacc
-        b_t = bv - te * bacc
-        zq = tl.sum(q[:, None] * W_t, axis=0) + b_t
-        # W and b change only when the mini-batch closes: a masked store, so the common step writes 16 KB less.
-        tl.store(W_ptr + wofs, W_t.to(W_ptr.dtype.element_ty), mask=(wofs * 0 + closes.to(tl.int32)) != 0)
-        tl.store(b_ptr + vofs, b_t.to(b_ptr.dtype.element_ty), mask=(vofs * 0 + closes.to(tl.int32)) != 0)
-        tl.store(Wacc_ptr + wofs, tl.where(closes, 0.0, Wacc).to(Wacc_ptr.dtype.element_ty))
-        tl.store(bacc_ptr + vofs, tl.where(closes, 0.0, bacc).to(bacc_ptr.dtype.element_ty))
+
+    # Gradient at W' (row vector k times W: a broadcast-multiply and a reduction over the rows of W).
+    z = tl.sum(k[:, None] * W, axis=0) + bv
+    eg = eta * vec_ln_l2_grad(z, v - k, ln_w, ln_b, D, eps)
+    Wacc += k[:, None] * eg[None, :]
+    bacc += eg
+    W_t = W - te * Wacc
+    b_t = bv - te * bacc
+
+    zq = tl.sum(q[:, None] * W_t, axis=0) + b_t
     zc_o, rstd_o = vec_ln_stats(zq, D, eps)
+
+    closes = p == BS - 1
+    # W and b change only when the mini-batch closes: a masked store, so the common step writes 16 KB less.
+    tl.store(W_ptr + wofs, W_t.to(W_ptr.dtype.element_ty), mask=(wofs * 0 + closes.to(tl.int32)) != 0)
+    tl.store(b_ptr + vofs, b_t.to(b_ptr.dtype.element_ty), mask=(vofs * 0 + closes.to(tl.int32)) != 0)
+    tl.store(Wacc_ptr + wofs, tl.where(closes, 0.0, Wacc).to(Wacc_ptr.dtype.element_ty))
+    tl.store(bacc_ptr + vofs, tl.where(closes, 0.0, bacc).to(bacc_ptr.dtype.element_ty))
     return q + zc_o * rstd_o * ln_w + ln_b
 
 
@@ -142,7 +106,6 @@ def _ttt_linear_step_kernel(
     eps,
     D: tl.constexpr,
     PDL: tl.constexpr,
-    ONE_TILE: tl.constexpr,
 ):
     pid = tl.program_id(0)
     bi = pid // H
@@ -156,8 +119,7 @@ def _ttt_linear_step_kernel(
     q = tl.load(q_ptr + xo + r).to(tl.float32)
     eta = tl.load(eta_ptr + bi.to(tl.int64) * stride_eb + hi.to(tl.int64) * stride_eh).to(tl.float32)
     p = tl.load(off_ptr).to(tl.int32)
-    out = step_core(q, k, v, eta, p, te_ptr, lnw_ptr, lnb_ptr, W_ptr, b_ptr, Wacc_ptr, bacc_ptr, pid, hi, BS, eps, D,
-                    ONE_TILE)  # fmt: skip
+    out = step_core(q, k, v, eta, p, te_ptr, lnw_ptr, lnb_ptr, W_ptr, b_ptr, Wacc_ptr, bacc_ptr, pid, hi, BS, eps, D)
     tl.store(o_ptr + xo + r, out.to(o_ptr.dtype.element_ty))
 
 
@@ -198,7 +160,7 @@ def ttt_linear_step_triton(
     _ttt_linear_step_kernel[(B * H,)](
         q, k, v, eta, token_eta, ln_w, ln_b, *st, state.offset, out,
         H, mini_batch_size, q.stride(0), q.stride(1), eta.stride(0), eta.stride(1), LN_EPS,
-        D=D, PDL=pdl, ONE_TILE=one_tile_on(), num_warps=num_warps, **({"maxnreg": maxnreg} if maxnreg else {}), **launch_opts(pdl),
+        D=D, PDL=pdl, num_warps=num_warps, **({"maxnreg": maxnreg} if maxnreg else {}), **launch_opts(pdl),
     )  # fmt: skip
     advance_offset_kernel[(1,)](state.offset, mini_batch_size, PDL=pdl, num_warps=1, **launch_opts(pdl))
     return out, state
