@@ -170,7 +170,8 @@ def test_fused_linear_decode_step(dtype: torch.dtype, share_qk: bool, p: int) ->
     """Prologue + TTT-Linear step in one kernel (ttt.fused.linear_step) against the two launches it replaces, from
     one random state: z, every state tensor (W folded when the mini-batch closes), the offset, the conv window; and
     with the epilogue in the same kernel (the last head program of each sequence), o_proj's input against the
-    epilogue kernel run on that z. Twice: the per-sequence counters must be back at zero after a call."""
+    epilogue kernel run on that z (both call `ttt_io.norm_gate_rows`, so this checks which program runs it, on which
+    row, and when). Twice: the per-sequence counters must be back at zero after a call."""
     from ttt.fused.linear_step import linear_decode_step
     from ttt.ops.ttt_linear.decode import ttt_linear_step_triton
 

@@ -11,7 +11,7 @@ offset while another advances it: program 0 writes (pos + 1) mod b into the stat
 With `post_norm`, the layer's epilogue (post-norm LayerNorm over all heads, times GELU_tanh(gate)) runs here too,
 so its launch goes: the last of a sequence's head programs to finish (an atomic counter a sequence, reset by that
 program, as the skinny GEMM's split-K fixup) reads the sequence's whole z row back from L2 and writes o_proj's
-input row, with `ttt_io.epilogue`'s math and roundings.
+input row, with `ttt_io.epilogue`'s math (the same device function, `ttt_io.norm_gate_rows`).
 
 References: `ttt_io.prologue_step` then `ttt_linear_step_triton` (same device functions, same roundings), which is
 what the layer runs without this kernel; tests/ttt/test_ttt_fused.py compares the two.
@@ -23,9 +23,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ttt.fused._jit import gelu_tanh, rnd, sigmoid
+from ttt.fused._jit import rnd, sigmoid
 from ttt.fused.skinny import workspace
-from ttt.fused.ttt_io import InLayout, PrologueArgs, conv_ptrs, qk_step, rope_rotate
+from ttt.fused.ttt_io import InLayout, PrologueArgs, conv_ptrs, norm_gate_rows, qk_step, rope_rotate
 from ttt.ops.common import LN_EPS, TTTLinearState, note_kernel
 from ttt.ops.pdl import launch_opts, pdl_enter, pdl_on
 from ttt.ops.ttt_linear.decode import fused_step_launch, step_core, step_state_prefetch
@@ -70,17 +70,10 @@ def _linear_decode_kernel(
             cw = tl.arange(0, BW)
             cwm = cw < W
             # .cg: the other heads' z rows were written by other SMs; never read them through this SM's L1.
-            zr = tl.load(o_ptr + bi * W + cw, mask=cwm, other=0.0, cache_modifier=".cg").to(tl.float32)
-            mu = tl.sum(zr, axis=0) / W
-            zc = tl.where(cwm, zr - mu, 0.0)
-            rstd = 1.0 / tl.sqrt(tl.sum(zc * zc, axis=0) / W + post_eps)
-            pw = tl.load(pw_ptr + cw, mask=cwm, other=0.0).to(tl.float32)
-            pb = tl.load(pb_ptr + cw, mask=cwm, other=0.0).to(tl.float32)
-            y = rnd(zc * rstd * pw + pb, a_ptr)
-            if GATE:
-                g = tl.load(row + g_off + cw, mask=cwm, other=0.0).to(tl.float32)
-                y = rnd(rnd(gelu_tanh(g), a_ptr) * y, a_ptr)
-            tl.store(a_ptr + bi * W + cw, y.to(a_ptr.dtype.element_ty), mask=cwm)
+            m = cwm[None, :]
+            zr = tl.load(o_ptr + bi * W + cw[None, :], mask=m, other=0.0, cache_modifier=".cg").to(tl.float32)
+            y = norm_gate_rows(zr, m, cw, cwm, pw_ptr, pb_ptr, row + g_off + cw[None, :], W, post_eps, a_ptr, GATE)
+            tl.store(a_ptr + bi * W + cw[None, :], y.to(a_ptr.dtype.element_ty), mask=m)
             tl.atomic_xchg(cnt_ptr + bi, 0, sem="relaxed", scope="gpu")  # ready for the next call
     if pid == 0:
         tl.store(off_ptr, ((p + 1) % BS).to(off_ptr.dtype.element_ty))

@@ -276,6 +276,24 @@ def prologue_step(
 
 
 @triton.jit
+def norm_gate_rows(z, m, c, cm, lnw_ptr, lnb_ptr, g_ptrs, W, eps, a_ptr, HAS_GATE: tl.constexpr):
+    """The layer epilogue's math on fp32 rows z [R, BW] (zero where the mask m is off; channels c, cm = c < W):
+    a two-pass LayerNorm over the W channels, the weight and bias, then times GELU_tanh(gate at g_ptrs) with
+    HAS_GATE, rounded to a_ptr's dtype where the unfused layer rounds. Shared by `_epilogue_kernel` and the fused
+    TTT-Linear step's last-arriver epilogue (`ttt.fused.linear_step`)."""
+    mu = tl.sum(z, axis=1) / W
+    zc = tl.where(m, z - mu[:, None], 0.0)
+    rstd = 1.0 / tl.sqrt(tl.sum(zc * zc, axis=1) / W + eps)
+    lnw = tl.load(lnw_ptr + c, mask=cm, other=0.0).to(tl.float32)
+    lnb = tl.load(lnb_ptr + c, mask=cm, other=0.0).to(tl.float32)
+    y = rnd(zc * rstd[:, None] * lnw[None, :] + lnb[None, :], a_ptr)
+    if HAS_GATE:
+        g = tl.load(g_ptrs, mask=m, other=0.0).to(tl.float32)
+        y = rnd(rnd(gelu_tanh(g), a_ptr) * y, a_ptr)
+    return y
+
+
+@triton.jit
 def _epilogue_kernel(
     z_ptr, p_ptr, lnw_ptr, lnb_ptr, a_ptr, T, W, N, g_off, zsb, zsh, zst, eps,
     D: tl.constexpr, HAS_GATE: tl.constexpr, BT: tl.constexpr, BW: tl.constexpr, PDL: tl.constexpr,
@@ -289,16 +307,9 @@ def _epilogue_kernel(
     m = (t < T)[:, None] & cm[None, :]
     zoff = b * zsb + t.to(tl.int64)[:, None] * zst + (c // D).to(tl.int64)[None, :] * zsh + (c % D)[None, :]
     z = tl.load(z_ptr + zoff, mask=m, other=0.0).to(tl.float32)
-    mu = tl.sum(z, axis=1) / W
-    zc = tl.where(m, z - mu[:, None], 0.0)
-    rstd = 1.0 / tl.sqrt(tl.sum(zc * zc, axis=1) / W + eps)
-    lnw = tl.load(lnw_ptr + c, mask=cm, other=0.0).to(tl.float32)
-    lnb = tl.load(lnb_ptr + c, mask=cm, other=0.0).to(tl.float32)
-    y = rnd(zc * rstd[:, None] * lnw[None, :] + lnb[None, :], a_ptr)
     row = b * T + t.to(tl.int64)
-    if HAS_GATE:
-        g = tl.load(p_ptr + row[:, None] * N + g_off + c[None, :], mask=m, other=0.0).to(tl.float32)
-        y = rnd(rnd(gelu_tanh(g), a_ptr) * y, a_ptr)
+    y = norm_gate_rows(z, m, c, cm, lnw_ptr, lnb_ptr, p_ptr + row[:, None] * N + g_off + c[None, :], W, eps, a_ptr,
+                       HAS_GATE)  # fmt: skip
     tl.store(a_ptr + row[:, None] * W + c[None, :], y.to(a_ptr.dtype.element_ty), mask=m)
 
 
