@@ -397,10 +397,15 @@ def test_gpu_bf16_fused_matches_dual(backbone: str) -> None:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not ON_GPU, reason="needs a CUDA device")
-@pytest.mark.parametrize("step_launch", [{}, {"TTT_STEP_PDL": "1", "TTT_STEP_MAXNREG": "0"}], ids=["default", "s11"])
+@pytest.mark.parametrize(
+    "step_launch",
+    [{}, {"TTT_STEP_PDL": "1", "TTT_STEP_MAXNREG": "0"}, {"TTT_STEP_PDL": "late"}],
+    ids=["default", "s11", "late"],
+)
 def test_gpu_graphed_fused_decode(monkeypatch, step_launch: dict) -> None:
     """The fused decode step replays in a CUDA graph: as eager fused steps, and close to the dual forward; with the
-    default launch of the fused TTT-Linear step (plain, capped) and session 11's (PDL, L2 prefetch, uncapped)."""
+    default launch of the fused TTT-Linear step (plain, capped), session 11's (PDL, L2 prefetch, uncapped), and PDL
+    with the dependents triggered at the end."""
     from ttt.generation import GraphedDecode, restore_cache, snapshot_cache
 
     for k, v in step_launch.items():
@@ -423,3 +428,15 @@ def test_gpu_graphed_fused_decode(monkeypatch, step_launch: dict) -> None:
             e = model.decode_step(x[:, t : t + 1], eager_cache)
             assert rel(g, e) < 1e-3, (t, rel(g, e))  # same kernels; cuBLAS may pick another algorithm under capture
             assert rel(g, full[:, t]) < 3e-2, (t, rel(g, full[:, t]))
+
+
+def test_fused_step_launch_rejects_an_unknown_pdl_mode(monkeypatch) -> None:
+    from ttt.errors import UserError
+    from ttt.ops.ttt_linear.decode import fused_step_launch
+
+    monkeypatch.setenv("TTT_STEP_PDL", "sometimes")
+    with pytest.raises(UserError, match="TTT_STEP_PDL='sometimes'"):
+        fused_step_launch()
+    monkeypatch.setenv("TTT_STEP_PDL", "late")
+    monkeypatch.setenv("TTT_STEP_MAXNREG", "0")
+    assert fused_step_launch() == ("late", {"num_warps": 4})
