@@ -404,8 +404,7 @@ def test_gpu_bf16_fused_matches_dual(backbone: str) -> None:
 )
 def test_gpu_graphed_fused_decode(monkeypatch, step_launch: dict) -> None:
     """The fused decode step replays in a CUDA graph: as eager fused steps, and close to the dual forward; with the
-    default launch of the fused TTT-Linear step (plain, capped), session 11's (PDL, L2 prefetch, uncapped), and PDL
-    with the dependents triggered at the end."""
+    default launch of the fused TTT-Linear step (plain, capped) and session 11's (PDL, L2 prefetch, uncapped)."""
     from ttt.generation import GraphedDecode, restore_cache, snapshot_cache
 
     for k, v in step_launch.items():
@@ -437,6 +436,9 @@ def test_fused_step_launch_rejects_an_unknown_pdl_mode(monkeypatch) -> None:
     monkeypatch.setenv("TTT_STEP_PDL", "sometimes")
     with pytest.raises(UserError, match="TTT_STEP_PDL='sometimes'"):
         fused_step_launch()
-    monkeypatch.setenv("TTT_STEP_PDL", "late")
+    monkeypatch.setenv("TTT_STEP_PDL", "1")
     monkeypatch.setenv("TTT_STEP_MAXNREG", "0")
-    assert fused_step_launch() == ("late", {"num_warps": 4})
+    assert fused_step_launch() == (True, {"num_warps": 4})
+    monkeypatch.delenv("TTT_STEP_PDL")
+    monkeypatch.delenv("TTT_STEP_MAXNREG")
+    assert fused_step_launch() == (False, {"num_warps": 4, "maxnreg": 128})

@@ -27,7 +27,7 @@ from ttt.fused._jit import rnd, sigmoid
 from ttt.fused.skinny import workspace
 from ttt.fused.ttt_io import InLayout, PrologueArgs, conv_ptrs, norm_gate_rows, qk_step, rope_rotate
 from ttt.ops.common import LN_EPS, TTTLinearState, note_kernel
-from ttt.ops.pdl import launch_opts, pdl_enter, pdl_on, pdl_trigger, pdl_wait
+from ttt.ops.pdl import launch_opts, pdl_enter, pdl_on
 from ttt.ops.ttt_linear.decode import fused_step_launch, step_core, step_state_prefetch
 
 
@@ -37,16 +37,13 @@ def _linear_decode_kernel(
     te_ptr, lnw_ptr, lnb_ptr, W_ptr, b_ptr, Wacc_ptr, bacc_ptr, off_ptr, o_ptr, a_ptr, cnt_ptr, pw_ptr, pb_ptr,
     H, N, W, BS, q_off, k_off, v_off, lr_off, g_off, eta_scale, eps, post_eps,
     D: tl.constexpr, K: tl.constexpr, KP: tl.constexpr, SHARE_QK: tl.constexpr, PDL: tl.constexpr,
-    EPI: tl.constexpr, GATE: tl.constexpr, BW: tl.constexpr, LATE: tl.constexpr,
+    EPI: tl.constexpr, GATE: tl.constexpr, BW: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     bi = (pid // H).to(tl.int64)
     hi = pid % H
-    if LATE:  # dependents launch only as this kernel ends, and no L2 prefetch (TTT_STEP_PDL=late, A/B runs)
-        pdl_wait(PDL)
-    else:
-        step_state_prefetch(W_ptr, Wacc_ptr, pid, D, PDL)
-        pdl_enter(PDL)
+    step_state_prefetch(W_ptr, Wacc_ptr, pid, D, PDL)
+    pdl_enter(PDL)
     r = tl.arange(0, D)
     c = hi * D + r
     pc = c ^ 1  # RoPE partner channel, in the same head (d is even)
@@ -80,8 +77,6 @@ def _linear_decode_kernel(
             tl.atomic_xchg(cnt_ptr + bi, 0, sem="relaxed", scope="gpu")  # ready for the next call
     if pid == 0:
         tl.store(off_ptr, ((p + 1) % BS).to(off_ptr.dtype.element_ty))
-    if LATE:
-        pdl_trigger(PDL)
 
 
 def linear_decode_step(
@@ -119,13 +114,13 @@ def linear_decode_step(
         a_out = torch.empty(B, 1, W, dtype=P.dtype, device=P.device)
         cnt = workspace(P.device, 0, B)[1]
     step_pdl, opts = fused_step_launch()
-    pdl = pdl_on(P) and step_pdl != "0"
+    pdl = pdl_on(P) and step_pdl
     note_kernel(f"ttt_linear_decode/fused{'+pdl' if pdl else ''}")
     _linear_decode_kernel[(B * H,)](
         P, cqw, cqb, ckw, ckb, a.cos, a.sin, a.lr_bias, pos, conv_state if conv_state is not None else P,
         token_eta, ln_w, ln_b, *st, state.offset, z, a_out, cnt, pw, pb,
         H, N, W, mini_batch_size, lay.q, lay.k, lay.v, lay.lr, lay.g if lay.g is not None else 0, a.eta_scale, LN_EPS,
         peps, D=D, K=K, KP=triton.next_power_of_2(K), SHARE_QK=lay.share_qk, PDL=pdl, EPI=post_norm is not None,
-        GATE=lay.g is not None, BW=triton.next_power_of_2(W), LATE=step_pdl == "late", **opts, **launch_opts(pdl),
+        GATE=lay.g is not None, BW=triton.next_power_of_2(W), **opts, **launch_opts(pdl),
     )  # fmt: skip
     return z, a_out if post_norm is not None else None

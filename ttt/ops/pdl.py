@@ -46,20 +46,6 @@ def prefetch_l2(ptrs):
 
 
 @triton.jit
-def pdl_wait(PDL: tl.constexpr):
-    """The wait alone, for a kernel that lets its dependents launch later (`pdl_trigger`), after its own work."""
-    if PDL:
-        gdc_wait()
-
-
-@triton.jit
-def pdl_trigger(PDL: tl.constexpr):
-    """Lets the next kernel launch; only after `pdl_wait`."""
-    if PDL:
-        gdc_launch_dependents()
-
-
-@triton.jit
 def pdl_enter(PDL: tl.constexpr):
     """The point after which a kernel may read what its predecessor wrote; lets the next kernel launch."""
     if PDL:

@@ -24,20 +24,20 @@ from ttt.ops.pdl import launch_opts, pdl_enter, pdl_on, prefetch_l2
 from ttt.ops.triton_common import advance_offset_kernel, interpreting, vec_ln_l2_grad, vec_ln_stats
 
 
-def fused_step_launch() -> tuple[str, dict]:
+def fused_step_launch() -> tuple[bool, dict]:
     """(PDL, launch options) of the fused decode step (`ttt.fused.linear_step`). Defaults from the session-12 A/B
     (bench/notes/session12.md, 1.3B TTT-Linear at B = 16): a 128-register cap, so that the 16 x 32 head programs
     fit in one wave (four an SM; 165 registers uncapped, no spills capped, offline sm_90a), and a plain launch,
     because under PDL the capped step made the step 0.1 ms slower. TTT_STEP_MAXNREG (0: no cap), TTT_STEP_WARPS
-    and TTT_STEP_PDL ("1": PDL with the state's L2 prefetch, session 11's launch; "late": PDL, no prefetch, the
-    dependents triggered at the end; default "0") are for A/B runs."""
+    and TTT_STEP_PDL=1 (PDL with the state's L2 prefetch, session 11's launch) are for A/B runs. PDL with the
+    dependents triggered at the end and no prefetch measured between the two (session 12, run 7) and was dropped."""
     opts = {"num_warps": int(os.environ.get("TTT_STEP_WARPS", "4"))}
     if cap := int(os.environ.get("TTT_STEP_MAXNREG", "128")):
         opts["maxnreg"] = cap
     mode = os.environ.get("TTT_STEP_PDL", "0")
-    if mode not in ("0", "1", "late"):
-        raise UserError(f"TTT_STEP_PDL={mode!r}: expected 0, 1 or late")
-    return mode, opts
+    if mode not in ("0", "1"):
+        raise UserError(f"TTT_STEP_PDL={mode!r}: expected 0 or 1")
+    return mode == "1", opts
 
 
 @triton.jit
