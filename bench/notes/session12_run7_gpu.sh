@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Session 12, device run 7: the fused step under PDL with its dependents triggered at the end and no L2 prefetch
-# The late mode existed at commit f0ec6d9 only: measured slower than the plain launch (1.455 vs 1.441 ms), then removed.
 # (TTT_STEP_PDL=late), against the plain launch (default) and session 11's; GPU tests of the three launches first.
+# The late mode existed at commit f0ec6d9 only: measured slower than the plain launch (1.455 vs 1.441 ms), then removed.
 # Usage: bash bench/notes/session12_run7_gpu.sh OUTDIR
 set -uo pipefail
 OUTDIR=$1; mkdir -p "$OUTDIR"; start=$(date +%s)
