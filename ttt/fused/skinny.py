@@ -66,8 +66,9 @@ def default_config(n: int, k: int, epi: int) -> SkinnyConfig:
     """The session-10 screen's best tile at M = 16 for each 1.3B decode GEMM (bench/notes/session10/run1): 32
     columns a program, split-K only where that leaves too few programs to stream (down: 64 tiles, split 4)."""
     rows = 2 * n if epi == EPI_SILU else n
-    if rows * k * 2 <= PREFETCH_MAX_BYTES:
-        return SkinnyConfig(bn=32, bk=256 if k % 256 == 0 else 128, split=1, prefetch=True)
+    if rows * k * 2 <= PREFETCH_MAX_BYTES:  # TTT_SKINNY_PREFETCH=0: the same tile without the prefetch (A/B runs)
+        pf = os.environ.get("TTT_SKINNY_PREFETCH", "1") != "0"
+        return SkinnyConfig(bn=32, bk=256 if k % 256 == 0 else 128, split=1, prefetch=pf)
     tiles = triton.cdiv(n, 32)
     split = max(1, min(8, 256 // max(tiles, 1), triton.cdiv(k, 512)))
     bk = 256 if k % 256 == 0 and epi != EPI_SILU and split == 1 else 128
