@@ -1,6 +1,7 @@
 """Session 11 A/B: the decode step's row norms from producer statistics (TTT_ROW_STATS, default on) against their
 own launches (TTT_ROW_STATS=0, session 10's path), 1.3B TTT-Linear and TTT-MLP (Mamba backbone), B = 16, bf16, CUDA
-graph, through the shared A/B runner (decode_ab.py), with PDL and without (per-kernel profiles). Session 11 ran an\nearlier form of this script: a column per knob instead of `env`, PDL-off profiles of the default only.
+graph, through the shared A/B runner (decode_ab.py), with PDL and without (per-kernel profiles). Session 11 ran an
+earlier form of this script: a column per knob instead of `env`, PDL-off profiles of the default only.
 
     python3 bench/notes/session11_decode_ab.py OUTDIR
 """
