@@ -21,7 +21,8 @@ from ttt_mlp_spills_compile import TARGET, ptxas_report  # noqa: E402
 from ttt.fused import skinny  # noqa: E402
 from ttt.ops.ttt_linear import decode  # noqa: E402
 
-# name: (N, K, epilogue, row norm of the A operand: 0 none, 1 RMSNorm, 2 LayerNorm + gate), as the decode step runs them
+# name: (N, K, epilogue, row statistics: 0 none, 1 the folded RMSNorm's 1/rms in the epilogue, 2 the sums of squares
+# written for it), as the decode step runs them
 SHAPES = {"in_proj": (6176, 2048, 0, 0), "o_proj": (2048, 2048, 1, 2), "gate_up": (5504, 2048, 2, 1),
           "down": (2048, 5504, 1, 0)}  # fmt: skip
 

@@ -217,8 +217,9 @@ _WORKSPACE: dict[tuple[str, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
 def workspace(device: torch.device, floats: int, tiles: int) -> tuple[torch.Tensor, torch.Tensor]:
     """fp32 partials and zeroed tile counters, kept per device and size (floats = 0: counters only, for other
-    last-arriver kernels, a key no GEMM uses). A launch's kernel leaves its counters at zero again; launches on one stream never overlap on them (under PDL a kernel touches them only after gdc_wait). The
-    first call of each size should come before any CUDA-graph capture (decode warm-up does this)."""
+    last-arriver kernels, a key no GEMM uses). A launch's kernel leaves its counters at zero again; launches on one
+    stream never overlap on them (under PDL a kernel touches them only after gdc_wait). The first call of each size
+    should come before any CUDA-graph capture (decode warm-up does this)."""
     key = (str(device), floats, tiles)
     if key not in _WORKSPACE:
         _WORKSPACE[key] = (
