@@ -49,8 +49,9 @@ class SwiGLU(nn.Module):
         """`fused_add` for a decode step: the skinny kernels (`ttt.fused.skinny`), SiLU * up in the gate|up GEMM's
         epilogue and the residual in the down GEMM's; cuBLAS + `silu_mul` where they do not apply. `rms`
         (skinny.FoldedRMSNorm, the norm's weight): x is the un-normalised stream (it may be `out` itself), the
-        RMSNorm is applied by the gate|up GEMM, its weight folded into a derived copy of [W_gate; W_up]."""
-        from ttt.fused import skinny
+        RMSNorm is applied by the gate|up GEMM, its weight folded into a derived copy of [W_gate; W_up]. Both GEMMs
+        run as one launch where `ttt.fused.ffn_step` applies (TTT_FFN_STEP=0: two)."""
+        from ttt.fused import ffn_step, skinny
 
         parts = [self.gate_proj.weight, self.up_proj.weight]
         if rms is None:
@@ -58,8 +59,14 @@ class SwiGLU(nn.Module):
         else:
             nw = rms[1]
             w = self._derived.get("gate_up_rms", [*parts, nw], lambda: skinny.fold_rms_weight(torch.cat(parts), nw))
+        wd = self.down_proj.weight
+        if ffn_step.applies(x, w, wd) and out.is_contiguous():
+            ffn_step.ffn_step(
+                x.reshape(-1, x.shape[-1]), w, wd, out.view(-1, out.shape[-1]), rms=rms[0] if rms else None
+            )
+            return out
         a = skinny.linear_silu(x, w, rms=rms[0] if rms else None, static_weights=not self._derived.rebuilt)
-        return skinny.linear(a, self.down_proj.weight, out, static_weights=True)
+        return skinny.linear(a, wd, out, static_weights=True)
 
 
 class Block(nn.Module):

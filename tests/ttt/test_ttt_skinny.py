@@ -149,13 +149,15 @@ def test_linear_dispatch_and_fallbacks(monkeypatch) -> None:
         skinny.skinny_gemm(x, w, epi=skinny.EPI_RESIDUAL)
 
 
-@pytest.mark.parametrize("row_stats", ["1", "0"])
-def test_fused_decode_takes_the_skinny_kernels(monkeypatch, row_stats: str) -> None:
+@pytest.mark.parametrize("row_stats,ffn", [("1", "1"), ("0", "1"), ("1", "0")])
+def test_fused_decode_takes_the_skinny_kernels(monkeypatch, row_stats: str, ffn: str) -> None:
     """A bf16 model's fused decode step runs every GEMM of its blocks through the kernel, and its logits match the
     same step with cuBLAS GEMMs (TTT_SKINNY=0) from the same cache. By default (row statistics from the producers)
     the post-norm + gate and the ffn RMSNorm are applied by the GEMMs after them, so neither launches; with
-    TTT_ROW_STATS=0 both do, once a block."""
+    TTT_ROW_STATS=0 both do, once a block. SwiGLU's two GEMMs are one launch (`ttt.fused.ffn_step`), or two with
+    TTT_FFN_STEP=0."""
     monkeypatch.setenv("TTT_ROW_STATS", row_stats)
+    monkeypatch.setenv("TTT_FFN_STEP", ffn)
     import functools
 
     from ttt_helpers import ids, tiny_model
@@ -175,13 +177,17 @@ def test_fused_decode_takes_the_skinny_kernels(monkeypatch, row_stats: str) -> N
         snap = snapshot_cache(cache)
         KERNEL_LAUNCHES.clear()
         got = model.decode_step(x[:, 19:], cache)
-        # in-proj, o_proj, gate|up + SiLU, down: four a block
-        assert skinny_launches() == 4 * len(model.layers), dict(KERNEL_LAUNCHES)
+        # in-proj, o_proj, then gate|up + SiLU and down: in one launch, or two
+        one_grid = KERNEL_LAUNCHES["decode_ffn/one_grid"]
+        assert skinny_launches() == (2 if ffn == "1" else 4) * len(model.layers), dict(KERNEL_LAUNCHES)
+        assert one_grid == (len(model.layers) if ffn == "1" else 0), dict(KERNEL_LAUNCHES)
         norms = KERNEL_LAUNCHES["fused/epilogue"] + KERNEL_LAUNCHES["fused/rmsnorm"]
         assert norms == (0 if row_stats == "1" else 2 * len(model.layers)), dict(KERNEL_LAUNCHES)
         restore_cache(cache, snap)
         monkeypatch.setenv("TTT_SKINNY", "0")
+        KERNEL_LAUNCHES.clear()
         ref = model.decode_step(x[:, 19:], cache)
+        assert KERNEL_LAUNCHES["decode_ffn/one_grid"] == 0
     assert rel(got, ref) < 2e-2, rel(got, ref)
 
 

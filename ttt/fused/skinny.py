@@ -89,7 +89,7 @@ def usable(x: torch.Tensor, w: torch.Tensor) -> bool:
 
 
 @triton.jit
-def _prefetch_slice(w_ptr, rows, rmask, k_lo, k_hi, K, LINES: tl.constexpr):
+def prefetch_slice(w_ptr, rows, rmask, k_lo, k_hi, K, LINES: tl.constexpr):
     # 64 16-bit elements to a 128-byte line; masked lanes re-prefetch the first line (harmless) instead of branching.
     col = k_lo + tl.arange(0, LINES) * 64
     m = rmask[:, None] & (col < k_hi)[None, :]
@@ -108,7 +108,7 @@ def _dot_t(x, w, acc, INTERP: tl.constexpr):
 
 
 @triton.jit
-def _epilogue(acc, acc_u, o_ptr, ss_ptr, rstd, rm, rn, om, M, som, pid_n, tiles, EPI: tl.constexpr,
+def tile_epilogue(acc, acc_u, o_ptr, ss_ptr, rstd, rm, rn, om, M, som, pid_n, tiles, EPI: tl.constexpr,
               SUMSQ: tl.constexpr, RMS: tl.constexpr):  # fmt: skip
     optr = o_ptr + rm[:, None] * som + rn[None, :]
     if RMS:
@@ -129,12 +129,59 @@ def _epilogue(acc, acc_u, o_ptr, ss_ptr, rstd, rm, rn, om, M, som, pid_n, tiles,
 
 
 @triton.jit
-def _row_rstd(st_ptr, rm, mm, G, K, GP: tl.constexpr, eps):
+def row_rstd(st_ptr, rm, mm, G, K, GP: tl.constexpr, eps):
     """1/sqrt(mean square + eps) of each of x's full rows, from the sums of squares its producer wrote over G column
     groups."""
     rg = tl.arange(0, GP)
     ss = tl.load(st_ptr + rm[:, None] * G + rg[None, :], mask=mm[:, None] & (rg < G)[None, :], other=0.0)
     return 1.0 / tl.sqrt(tl.sum(ss, axis=1) / K + eps)
+
+
+@triton.jit
+def k_loop(x_ptr, sxm, rm, mm, wrow, up_off, nm, rk, k_start, k_hi, acc, acc_u, BK: tl.constexpr, EPI: tl.constexpr,
+           STAGES: tl.constexpr, CG: tl.constexpr, INTERP: tl.constexpr):  # fmt: skip
+    """acc + x[:, k_start:k_hi] W^T over the tile's weight rows `wrow` (acc_u too, from the rows `up_off` further on,
+    for EPI_SILU). CG: x was written by other programs of the same launch, so it is read past this SM's L1."""
+    for k0 in tl.range(k_start, k_hi, BK, num_stages=STAGES):
+        kk = k0 + rk
+        km = kk < k_hi
+        xp = x_ptr + rm[:, None] * sxm + kk[None, :]
+        if CG:
+            x = tl.load(xp, mask=mm[:, None] & km[None, :], other=0.0, cache_modifier=".cg")
+        else:
+            x = tl.load(xp, mask=mm[:, None] & km[None, :], other=0.0)
+        wm = nm[:, None] & km[None, :]
+        acc = _dot_t(x, tl.load(wrow + kk[None, :], mask=wm, other=0.0), acc, INTERP)
+        if EPI == 2:
+            acc_u = _dot_t(x, tl.load(wrow + up_off + kk[None, :], mask=wm, other=0.0), acc_u, INTERP)
+    return acc, acc_u
+
+
+@triton.jit
+def split_arrive(acc, acc_u, ws_ptr, cnt_ptr, pid_k, rm, rn, om, N, BM: tl.constexpr, SPLIT: tl.constexpr,
+                 EPI: tl.constexpr):  # fmt: skip
+    """Split-K: writes this program's fp32 partial tile and counts it in at `cnt_ptr`; returns whether this program
+    arrived last (it then sums the partials, `split_sum`, runs the epilogue and resets the counter)."""
+    part = ws_ptr + (pid_k * BM + rm)[:, None] * N + rn[None, :]
+    tl.store(part, acc, mask=om)
+    if EPI == 2:
+        tl.store(part + SPLIT * BM * N, acc_u, mask=om)
+    tl.debug_barrier()  # every thread's partial is written before the counter says so
+    return tl.atomic_add(cnt_ptr, 1, sem="acq_rel", scope="gpu") == SPLIT - 1
+
+
+@triton.jit
+def split_sum(ws_ptr, rm, rn, om, N, BM: tl.constexpr, BN: tl.constexpr, SPLIT: tl.constexpr, EPI: tl.constexpr):
+    """The SPLIT partial tiles summed in split order, so the result does not depend on arrival order."""
+    acc = tl.zeros([BM, BN], dtype=tl.float32)
+    acc_u = tl.zeros([BM, BN], dtype=tl.float32)
+    first = ws_ptr + rm[:, None] * N + rn[None, :]
+    for s in tl.static_range(SPLIT):
+        # .cg: the partials were written by other SMs; never read them through this SM's L1.
+        acc += tl.load(first + s * BM * N, mask=om, other=0.0, cache_modifier=".cg")
+        if EPI == 2:
+            acc_u += tl.load(first + SPLIT * BM * N + s * BM * N, mask=om, other=0.0, cache_modifier=".cg")
+    return acc, acc_u
 
 
 @triton.jit
@@ -153,9 +200,9 @@ def _skinny_kernel(
     rk = tl.arange(0, BK)
     wrow = w_ptr + rn.to(tl.int64)[:, None] * K
     if PREFETCH:
-        _prefetch_slice(w_ptr, rn, nm, k_lo, k_hi, K, LINES)
+        prefetch_slice(w_ptr, rn, nm, k_lo, k_hi, K, LINES)
         if EPI == 2:
-            _prefetch_slice(w_ptr, rn + N, nm, k_lo, k_hi, K, LINES)
+            prefetch_slice(w_ptr, rn + N, nm, k_lo, k_hi, K, LINES)
     if PRELOAD:
         # The caller vouches that the kernel launched just before does not write w (true of a decode step's
         # weights): the first K step's weight tile is loaded before the PDL wait, while that kernel still runs.
@@ -177,38 +224,18 @@ def _skinny_kernel(
         if EPI == 2:
             acc_u = _dot_t(x, w0u, acc_u, INTERP)
         k_start = k_lo + BK
-    for k0 in tl.range(k_start, k_hi, BK, num_stages=STAGES):
-        kk = k0 + rk
-        km = kk < k_hi
-        x = tl.load(x_ptr + rm[:, None] * sxm + kk[None, :], mask=mm[:, None] & km[None, :], other=0.0)
-        wm = nm[:, None] & km[None, :]
-        acc = _dot_t(x, tl.load(wrow + kk[None, :], mask=wm, other=0.0), acc, INTERP)
-        if EPI == 2:
-            acc_u = _dot_t(x, tl.load(wrow + N * K + kk[None, :], mask=wm, other=0.0), acc_u, INTERP)
+    acc, acc_u = k_loop(x_ptr, sxm, rm, mm, wrow, N * K, nm, rk, k_start, k_hi, acc, acc_u, BK, EPI, STAGES, False,
+                        INTERP)  # fmt: skip
     om = mm[:, None] & nm[None, :]
     tiles = tl.num_programs(0)
     if SPLIT == 1:
-        rstd = _row_rstd(st_ptr, rm, mm, G, K, GP, eps) if RMS else tl.zeros([BM], dtype=tl.float32)
-        _epilogue(acc, acc_u, o_ptr, ss_ptr, rstd, rm, rn, om, M, som, pid_n, tiles, EPI, SUMSQ, RMS)
+        rstd = row_rstd(st_ptr, rm, mm, G, K, GP, eps) if RMS else tl.zeros([BM], dtype=tl.float32)
+        tile_epilogue(acc, acc_u, o_ptr, ss_ptr, rstd, rm, rn, om, M, som, pid_n, tiles, EPI, SUMSQ, RMS)
     else:
-        plane = SPLIT * BM * N
-        part = ws_ptr + (pid_k * BM + rm)[:, None] * N + rn[None, :]
-        tl.store(part, acc, mask=om)
-        if EPI == 2:
-            tl.store(part + plane, acc_u, mask=om)
-        tl.debug_barrier()  # every thread's partial is written before the counter says so
-        arrived = tl.atomic_add(cnt_ptr + pid_n, 1, sem="acq_rel", scope="gpu")
-        if arrived == SPLIT - 1:
-            acc = tl.zeros([BM, BN], dtype=tl.float32)
-            acc_u = tl.zeros([BM, BN], dtype=tl.float32)
-            first = ws_ptr + rm[:, None] * N + rn[None, :]
-            for s in tl.static_range(SPLIT):
-                # .cg: the partials were written by other SMs; never read them through this SM's L1.
-                acc += tl.load(first + s * BM * N, mask=om, other=0.0, cache_modifier=".cg")
-                if EPI == 2:
-                    acc_u += tl.load(first + plane + s * BM * N, mask=om, other=0.0, cache_modifier=".cg")
-            rstd = _row_rstd(st_ptr, rm, mm, G, K, GP, eps) if RMS else tl.zeros([BM], dtype=tl.float32)
-            _epilogue(acc, acc_u, o_ptr, ss_ptr, rstd, rm, rn, om, M, som, pid_n, tiles, EPI, SUMSQ, RMS)
+        if split_arrive(acc, acc_u, ws_ptr, cnt_ptr + pid_n, pid_k, rm, rn, om, N, BM, SPLIT, EPI):
+            acc, acc_u = split_sum(ws_ptr, rm, rn, om, N, BM, BN, SPLIT, EPI)
+            rstd = row_rstd(st_ptr, rm, mm, G, K, GP, eps) if RMS else tl.zeros([BM], dtype=tl.float32)
+            tile_epilogue(acc, acc_u, o_ptr, ss_ptr, rstd, rm, rn, om, M, som, pid_n, tiles, EPI, SUMSQ, RMS)
             tl.atomic_xchg(cnt_ptr + pid_n, 0, sem="relaxed", scope="gpu")  # ready for the next call
 
 
