@@ -178,7 +178,7 @@ def test_fused_decode_takes_the_skinny_kernels(monkeypatch, row_stats: str, ffn:
         KERNEL_LAUNCHES.clear()
         got = model.decode_step(x[:, 19:], cache)
         # in-proj, o_proj, then gate|up + SiLU and down: in one launch, or two
-        one_grid = KERNEL_LAUNCHES["decode_ffn/one_grid"]
+        one_grid = sum(n for name, n in KERNEL_LAUNCHES.items() if name.startswith("decode_ffn/one_grid"))
         assert skinny_launches() == (2 if ffn == "1" else 4) * len(model.layers), dict(KERNEL_LAUNCHES)
         assert one_grid == (len(model.layers) if ffn == "1" else 0), dict(KERNEL_LAUNCHES)
         norms = KERNEL_LAUNCHES["fused/epilogue"] + KERNEL_LAUNCHES["fused/rmsnorm"]
@@ -187,7 +187,7 @@ def test_fused_decode_takes_the_skinny_kernels(monkeypatch, row_stats: str, ffn:
         monkeypatch.setenv("TTT_SKINNY", "0")
         KERNEL_LAUNCHES.clear()
         ref = model.decode_step(x[:, 19:], cache)
-        assert KERNEL_LAUNCHES["decode_ffn/one_grid"] == 0
+        assert not any(name.startswith("decode_ffn/") for name in KERNEL_LAUNCHES)
     assert rel(got, ref) < 2e-2, rel(got, ref)
 
 

@@ -35,7 +35,7 @@ from ttt.ops.pdl import launch_opts, pdl_enter, pdl_on
 @triton.jit
 def _ffn_step_kernel(
     x_ptr, wgu_ptr, a_ptr, wd_ptr, o_ptr, ws_ptr, sync_ptr, st_ptr, M, I, K, G, sxm, som, eps,
-    BM: tl.constexpr, BN: tl.constexpr, BK1: tl.constexpr, BK2: tl.constexpr, KS2: tl.constexpr,
+    BM: tl.constexpr, BN: tl.constexpr, BK1: tl.constexpr, BK2: tl.constexpr, KS1: tl.constexpr, KS2: tl.constexpr,
     SPLIT: tl.constexpr, STAGES: tl.constexpr, RMS: tl.constexpr, GP: tl.constexpr, PREFETCH: tl.constexpr,
     LINES: tl.constexpr, NS: tl.constexpr, PDL: tl.constexpr, INTERP: tl.constexpr,
 ):  # fmt: skip
@@ -53,8 +53,10 @@ def _ffn_step_kernel(
         rn = t * BN + tl.arange(0, BN)
         nm = rn < I
         wrow = wgu_ptr + rn.to(tl.int64)[:, None] * K
-        acc, acc_u = k_loop(x_ptr, sxm, rm, mm, wrow, I * K, nm, tl.arange(0, BK1), 0, K, acc, acc_u, BK1, 2,
-                                   STAGES, False, INTERP)  # fmt: skip
+        # K bounded through the constexpr KS1 >= K, as in the standalone kernel: with the runtime K alone the sm_90a
+        # build took 208 registers instead of 128 (offline, bench/notes/skinny_compile.py), two programs an SM.
+        acc, acc_u = k_loop(x_ptr, sxm, rm, mm, wrow, I * K, nm, tl.arange(0, BK1), 0, tl.minimum(KS1, K), acc, acc_u,
+                            BK1, 2, STAGES, False, INTERP)  # fmt: skip
         rstd = row_rstd(st_ptr, rm, mm, G, K, GP, eps) if RMS else tl.zeros([BM], dtype=tl.float32)
         om = mm[:, None] & nm[None, :]
         tile_epilogue(acc, acc_u, a_ptr, a_ptr, rstd, rm, rn, om, M, I, t, T1, 2, False, RMS)
@@ -76,7 +78,7 @@ def _ffn_step_kernel(
             done = tl.atomic_add(sync_ptr + 2 + s, 0, sem="acquire", scope="gpu")
         wrow = wd_ptr + rn.to(tl.int64)[:, None] * I
         acc, acc_u = k_loop(a_ptr, I, rm, mm, wrow, 0, nm, tl.arange(0, BK2), k_lo, k_hi, acc, acc_u, BK2, 1,
-                                   STAGES, True, INTERP)  # fmt: skip
+                            STAGES, True, INTERP)  # fmt: skip
         om = mm[:, None] & nm[None, :]
         none = tl.zeros([BM], dtype=tl.float32)
         if SPLIT == 1:
@@ -159,8 +161,9 @@ def ffn_step(
     _ffn_step_kernel[(tiles1 + tiles2 * split,)](
         x, w_gu, a, w_down, out, ws, sync, st if st is not None else x, M, inter, K, G, x.stride(0), out.stride(0),
         rms.eps if rms is not None else 0.0,
-        BM=skinny.MAX_ROWS, BN=c1.bn, BK1=c1.bk, BK2=c2.bk, KS2=ks, SPLIT=split, STAGES=c2.stages, RMS=st is not None,
-        GP=triton.next_power_of_2(G), PREFETCH=prefetch, LINES=triton.next_power_of_2(triton.cdiv(ks, 64)),
-        NS=triton.next_power_of_2(2 + split), PDL=pdl, INTERP=not x.is_cuda, num_warps=c2.warps, **launch_opts(pdl),
+        BM=skinny.MAX_ROWS, BN=c1.bn, BK1=c1.bk, BK2=c2.bk, KS1=triton.cdiv(K, c1.bk) * c1.bk, KS2=ks, SPLIT=split,
+        STAGES=c2.stages, RMS=st is not None, GP=triton.next_power_of_2(G), PREFETCH=prefetch,
+        LINES=triton.next_power_of_2(triton.cdiv(ks, 64)), NS=triton.next_power_of_2(2 + split), PDL=pdl,
+        INTERP=not x.is_cuda, num_warps=c2.warps, **launch_opts(pdl),
     )  # fmt: skip
     return out
