@@ -13,3 +13,4 @@ V='[{"TTT_PDL": "1", "TTT_FFN_STEP": "0"}, {"TTT_PDL": "1", "TTT_FFN_STEP": "1"}
 timeout 300 python3 bench/notes/decode_ab.py "$OUTDIR" ttt_linear,ttt_mlp "$V" 2>&1 | grep -v -i warn | tee "$OUTDIR"/ab.txt \
   | grep "round\|profile:\|_kernel" | grep -v "indexSelect\|nvjet\|preconv"
 echo "[ab at $(( $(date +%s) - start )) s]"
+for f in "$OUTDIR"/profile_*.txt; do echo "== $f"; cat "$f"; done > "$OUTDIR"/profiles.txt && rm -f "$OUTDIR"/profile_*.txt
