@@ -49,8 +49,8 @@ class SwiGLU(nn.Module):
         """`fused_add` for a decode step: the skinny kernels (`ttt.fused.skinny`), SiLU * up in the gate|up GEMM's
         epilogue and the residual in the down GEMM's; cuBLAS + `silu_mul` where they do not apply. `rms`
         (skinny.FoldedRMSNorm, the norm's weight): x is the un-normalised stream (it may be `out` itself), the
-        RMSNorm is applied by the gate|up GEMM, its weight folded into a derived copy of [W_gate; W_up]. Both GEMMs
-        run as one launch where `ttt.fused.ffn_step` applies (TTT_FFN_STEP=0: two)."""
+        RMSNorm is applied by the gate|up GEMM, its weight folded into a derived copy of [W_gate; W_up]. With
+        TTT_FFN_STEP=1 both GEMMs run as one launch where `ttt.fused.ffn_step` applies (A/B runs)."""
         from ttt.fused import ffn_step, skinny
 
         parts = [self.gate_proj.weight, self.up_proj.weight]
@@ -118,16 +118,18 @@ class Block(nn.Module):
 
     def _step_fused(self, x: torch.Tensor, cache: LayerCache, pos: torch.Tensor, impl: str) -> torch.Tensor:
         from ttt.fused import norm, skinny
-        from ttt.ops.pdl import pdl_on
+        from ttt.ops.pdl import NextWeight, pdl_on
 
         pdl = pdl_on(x)
 
         if self.pre_conv is not None:
             pc = self.pre_conv
             assert cache.pre_conv is not None
+            # the in-proj GEMM's weight warmed in L2 while this small kernel runs (TTT_PF_INPROJ, a fraction)
+            nxt = NextWeight(self.ttt._in_weight(), NextWeight.knob("INPROJ"))
             x1, h = norm.preconv_rmsnorm_step(
                 x, cache.pre_conv, pc.norm.weight, pc.norm.eps, pc.conv.weight, pc.conv.bias, self.seq_norm.weight,
-                self.seq_norm.eps,
+                self.seq_norm.eps, next_weight=nxt,
             )  # fmt: skip
             # o_proj writes x2's row sums of squares, so the gate|up GEMM applies the ffn RMSNorm as it loads x2
             ss = None

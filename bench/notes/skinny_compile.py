@@ -27,11 +27,17 @@ SHAPES = {"in_proj": (6176, 2048, 0, 0), "o_proj": (2048, 2048, 1, 2), "gate_up"
           "down": (2048, 5504, 1, 0)}  # fmt: skip
 
 
-def compile_fn(fn, consts, opts, ptr_types):
+def compile_fn(fn, consts, opts, ptr_types, div16=()):
+    """The launcher specialises every pointer and every integer argument whose value is a multiple of 16 as such
+    (tt.divisibility = 16); without it the loads compile to scalar 16-bit loads, unpipelined, with far more
+    registers than the GPU build (before session 13 this script reported that: 152-232 registers for the GEMMs,
+    56-96 with it). `div16`: the integer arguments that are multiples of 16 at the decode step's shapes."""
     sig = {n: "constexpr" if n in consts else ptr_types.get(n, "*fp32" if n.endswith("_ptr") else "i32")
            for n in fn.arg_names}  # fmt: skip
-    sig.update({n: "fp32" for n in ("eps", "eta_scale") if n in sig})
-    src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(k),): v for k, v in consts.items()})
+    sig.update({n: "fp32" for n in ("eps", "eta_scale", "post_eps") if n in sig})
+    aligned = [n for n in fn.arg_names if n not in consts and (sig[n].startswith("*") or n in div16)]
+    src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(k),): v for k, v in consts.items()},
+                    attrs={(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned})  # fmt: skip
     return triton.compile(src, target=TARGET, options=opts)
 
 
@@ -64,7 +70,7 @@ def main() -> int:
                           PRELOAD=pdl, RMS=norm == 1, GP=64, SUMSQ=norm == 2, INTERP=False)  # fmt: skip
             kern = compile_fn(skinny._skinny_kernel, consts, {"num_warps": cfg.warps, "launch_pdl": pdl},
                               {"x_ptr": "*bf16", "w_ptr": "*bf16", "o_ptr": "*bf16", "cnt_ptr": "*i32",
-                               "eps": "fp32"})  # fmt: skip
+                               "eps": "fp32"}, div16=("N", "K", "sxm", "som"))  # fmt: skip
             report(f"{name} {cfg} split {split} pdl {pdl}", kern)
     from ttt.fused import ffn_step
 
@@ -74,7 +80,8 @@ def main() -> int:
         consts = dict(BM=16, BN=c1.bn, BK1=c1.bk, BK2=c2.bk, KS1=2048, KS2=ks, SPLIT=triton.cdiv(5504, ks), STAGES=c2.stages,
                       RMS=True, GP=64, PREFETCH=False, LINES=32, NS=8, PDL=pdl, INTERP=False)  # fmt: skip
         ptrs = {n: "*bf16" for n in ("x_ptr", "wgu_ptr", "a_ptr", "wd_ptr", "o_ptr")} | {"sync_ptr": "*i32"}
-        kern = compile_fn(ffn_step._ffn_step_kernel, consts, {"num_warps": c2.warps, "launch_pdl": pdl}, ptrs)
+        kern = compile_fn(ffn_step._ffn_step_kernel, consts, {"num_warps": c2.warps, "launch_pdl": pdl}, ptrs,
+                          div16=("I", "K", "sxm", "som"))  # fmt: skip
         report(f"ffn one grid {c1} {c2} pdl {pdl}", kern)
     bf = {n: "*bf16" for n in ("q_ptr", "k_ptr", "v_ptr", "o_ptr")} | {"off_ptr": "*i64"}
     kern = compile_fn(decode._ttt_linear_step_kernel, {"D": 64, "PDL": True}, {"num_warps": 4, "launch_pdl": True}, bf)
@@ -83,10 +90,11 @@ def main() -> int:
 
     bf |= {"p_ptr": "*bf16", "st_ptr": "*bf16", "cqw_ptr": "*bf16", "cqb_ptr": "*bf16", "ckw_ptr": "*bf16",
            "ckb_ptr": "*bf16", "lrb_ptr": "*bf16", "pos_ptr": "*i64"}  # fmt: skip
-    bf |= {"a_ptr": "*bf16", "cnt_ptr": "*i32", "pw_ptr": "*bf16", "pb_ptr": "*bf16"}
+    bf |= {"a_ptr": "*bf16", "cnt_ptr": "*i32", "pw_ptr": "*bf16", "pb_ptr": "*bf16", "pf_ptr": "*bf16"}
     _, opts = decode.fused_step_launch()
     for pdl, o in ((False, opts), (True, {"num_warps": 4})):  # the default launch, and session 11's
-        consts = {"D": 64, "K": 4, "KP": 4, "SHARE_QK": True, "PDL": pdl, "EPI": True, "GATE": True, "BW": 2048}
+        consts = {"D": 64, "K": 4, "KP": 4, "SHARE_QK": True, "PDL": pdl, "EPI": True, "GATE": True, "BW": 2048,
+                  "PF_LPP": 128}  # fmt: skip
         kern = compile_fn(linear_step._linear_decode_kernel, consts, o | {"launch_pdl": pdl}, bf)
         report(f"fused linear decode step {o} pdl {pdl}", kern)
     return 0

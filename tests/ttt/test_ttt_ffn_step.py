@@ -105,6 +105,8 @@ def test_folded_rmsnorm_and_errors() -> None:
 
 def test_applies(monkeypatch) -> None:
     x, w_gu, w_down, _ = operands(4, 64, 96)
+    assert not ffn_step.applies(x, w_gu, w_down)  # opt-in
+    monkeypatch.setenv("TTT_FFN_STEP", "1")
     assert ffn_step.applies(x, w_gu, w_down)
     assert not ffn_step.applies(x.float(), w_gu.float(), w_down.float())  # 32-bit: cuBLAS
     monkeypatch.setenv("TTT_FFN_STEP", "0")

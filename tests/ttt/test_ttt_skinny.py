@@ -154,8 +154,8 @@ def test_fused_decode_takes_the_skinny_kernels(monkeypatch, row_stats: str, ffn:
     """A bf16 model's fused decode step runs every GEMM of its blocks through the kernel, and its logits match the
     same step with cuBLAS GEMMs (TTT_SKINNY=0) from the same cache. By default (row statistics from the producers)
     the post-norm + gate and the ffn RMSNorm are applied by the GEMMs after them, so neither launches; with
-    TTT_ROW_STATS=0 both do, once a block. SwiGLU's two GEMMs are one launch (`ttt.fused.ffn_step`), or two with
-    TTT_FFN_STEP=0."""
+    TTT_ROW_STATS=0 both do, once a block. SwiGLU's two GEMMs are two launches, or one with TTT_FFN_STEP=1
+    (`ttt.fused.ffn_step`)."""
     monkeypatch.setenv("TTT_ROW_STATS", row_stats)
     monkeypatch.setenv("TTT_FFN_STEP", ffn)
     import functools
