@@ -443,19 +443,17 @@ class TTTLinear(TTTBase):
         self, P: torch.Tensor, lay: Any, cache: LayerCache, pos: torch.Tensor, impl: str, post_norm: Any = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """impl 'triton': prologue and step in one kernel (`ttt.fused.linear_step`, the epilogue too given
-        `post_norm`; TTT_FUSED_STEP=0 keeps the two launches, for A/B runs), which warms o_proj's weight in L2 for
-        the GEMM after it (TTT_PF_OPROJ, `ttt.ops.pdl.NextWeight`). Other step impls take the generic path."""
+        `post_norm`; TTT_FUSED_STEP=0 keeps the two launches, for A/B runs). Other step impls take the generic
+        path."""
         from ttt.ops import ttt_linear as ops
 
         if ops.STEP_IMPLS.get(impl) is not ops.STEP_IMPLS["triton"] or os.environ.get("TTT_FUSED_STEP") == "0":
             return super()._fused_step_op(P, lay, cache, pos, impl)
         from ttt.fused.linear_step import linear_decode_step
-        from ttt.ops.pdl import NextWeight
 
         return linear_decode_step(
             P, lay, self._prologue_args(), cache.qk_conv, pos, self._token_eta_cached(), self.ln_weight,
             self.ln_bias, cache.state, self.mini_batch_size, post_norm=post_norm,
-            next_weight=NextWeight(self.o_proj.weight, NextWeight.knob("OPROJ")),
         )  # fmt: skip
 
 

@@ -182,13 +182,46 @@ def test_fused_decode_takes_the_skinny_kernels(monkeypatch, row_stats: str, ffn:
         assert skinny_launches() == (2 if ffn == "1" else 4) * len(model.layers), dict(KERNEL_LAUNCHES)
         assert one_grid == (len(model.layers) if ffn == "1" else 0), dict(KERNEL_LAUNCHES)
         norms = KERNEL_LAUNCHES["fused/epilogue"] + KERNEL_LAUNCHES["fused/rmsnorm"]
-        assert norms == (0 if row_stats == "1" else 2 * len(model.layers)), dict(KERNEL_LAUNCHES)
+        # plus the final norm before the lm_head, one launch a step
+        assert norms == (0 if row_stats == "1" else 2 * len(model.layers)) + 1, dict(KERNEL_LAUNCHES)
         restore_cache(cache, snap)
         monkeypatch.setenv("TTT_SKINNY", "0")
         KERNEL_LAUNCHES.clear()
         ref = model.decode_step(x[:, 19:], cache)
         assert not any(name.startswith("decode_ffn/") for name in KERNEL_LAUNCHES)
     assert rel(got, ref) < 2e-2, rel(got, ref)
+
+
+def test_fused_decode_head_matches_the_modules(monkeypatch) -> None:
+    """On the fused path decode_step gathers the embedding rows and runs the final RMSNorm as one kernel; the
+    logits match the nn.Embedding + RMSNorm-module step (TTT_DECODE_HEAD=0) from the same cache to bf16 noise (the
+    only difference: the norm's roundings), and the kernel is what ran."""
+    import functools
+
+    from ttt_helpers import ids, tiny_model
+
+    from ttt.generation import restore_cache, snapshot_cache
+    from ttt.ops import ttt_linear as ops
+
+    if not ON_GPU:
+        fn = functools.partial(ops.IMPLS["triton"], precision="ieee", one_pass_ln=False)
+        monkeypatch.setitem(ops.IMPLS, "triton", fn)
+    model = tiny_model("linear", "mamba").to(DEV, BF)
+    model.impl = "triton"
+    x = ids(2, 20).to(DEV)
+    with torch.no_grad():
+        cache = model.allocate_cache(2, 24)
+        model.prefill(x[:, :19], cache)
+        snap = snapshot_cache(cache)
+        KERNEL_LAUNCHES.clear()
+        got = model.decode_step(x[:, 19:], cache)
+        fused_norms = KERNEL_LAUNCHES["fused/rmsnorm"]
+        restore_cache(cache, snap)
+        monkeypatch.setenv("TTT_DECODE_HEAD", "0")
+        KERNEL_LAUNCHES.clear()
+        ref = model.decode_step(x[:, 19:], cache)
+    assert fused_norms == KERNEL_LAUNCHES["fused/rmsnorm"] + 1
+    assert rel(got, ref) < 1e-2, rel(got, ref)
 
 
 # -- GPU: the 1.3B layer's shapes, PDL on and off, and a captured PDL chain --------------------------------------

@@ -27,7 +27,7 @@ from ttt.fused._jit import rnd, sigmoid
 from ttt.fused.skinny import workspace
 from ttt.fused.ttt_io import InLayout, PrologueArgs, conv_ptrs, norm_gate_rows, qk_step, rope_rotate
 from ttt.ops.common import LN_EPS, TTTLinearState, note_kernel
-from ttt.ops.pdl import NextWeight, launch_opts, pdl_enter, pdl_on, prefetch_share
+from ttt.ops.pdl import launch_opts, pdl_enter, pdl_on
 from ttt.ops.ttt_linear.decode import fused_step_launch, step_core, step_state_prefetch
 
 
@@ -35,15 +35,13 @@ from ttt.ops.ttt_linear.decode import fused_step_launch, step_core, step_state_p
 def _linear_decode_kernel(
     p_ptr, cqw_ptr, cqb_ptr, ckw_ptr, ckb_ptr, cos_ptr, sin_ptr, lrb_ptr, pos_ptr, st_ptr,
     te_ptr, lnw_ptr, lnb_ptr, W_ptr, b_ptr, Wacc_ptr, bacc_ptr, off_ptr, o_ptr, a_ptr, cnt_ptr, pw_ptr, pb_ptr,
-    H, N, W, BS, q_off, k_off, v_off, lr_off, g_off, eta_scale, eps, post_eps, pf_ptr, pf_rows, pf_len, pf_lines,
+    H, N, W, BS, q_off, k_off, v_off, lr_off, g_off, eta_scale, eps, post_eps,
     D: tl.constexpr, K: tl.constexpr, KP: tl.constexpr, SHARE_QK: tl.constexpr, PDL: tl.constexpr,
-    EPI: tl.constexpr, GATE: tl.constexpr, BW: tl.constexpr, PF_LPP: tl.constexpr,
+    EPI: tl.constexpr, GATE: tl.constexpr, BW: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     bi = (pid // H).to(tl.int64)
     hi = pid % H
-    if PF_LPP > 0:
-        prefetch_share(pf_ptr, pf_rows, pf_len, pf_lines, pid, PF_LPP)
     step_state_prefetch(W_ptr, Wacc_ptr, pid, D, PDL)
     pdl_enter(PDL)
     r = tl.arange(0, D)
@@ -93,13 +91,11 @@ def linear_decode_step(
     state: TTTLinearState,
     mini_batch_size: int,
     post_norm: tuple[torch.Tensor, torch.Tensor, float] | None = None,
-    next_weight: NextWeight | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """P (B, 1, n) the in-proj GEMM's row, the q/k conv window (B, W, K) advanced in place (share_qk), `pos` a (1,)
     device tensor -> (z (B, H, 1, d), the op's output in P's dtype; with `post_norm` = the layer's post-norm
     (weight, bias, eps), also o_proj's input (B, 1, W), `ttt_io.epilogue(z, P, ...)`, else None); the state is
-    updated in place (offset included). `next_weight`: warmed in L2 by the programs as they start
-    (`ttt.ops.pdl.NextWeight`). One launch, no host sync (CUDA-graph capturable; the first call of a batch
+    updated in place (offset included). One launch, no host sync (CUDA-graph capturable; the first call of a batch
     size allocates the epilogue's counters, so it should come before capture, as decode warm-up does)."""
     B, T, N = P.shape
     H = N - lay.lr
@@ -119,14 +115,12 @@ def linear_decode_step(
         cnt = workspace(P.device, 0, B)[1]
     step_pdl, opts = fused_step_launch()
     pdl = pdl_on(P) and step_pdl
-    pf, lpp = (next_weight or NextWeight(None, 0)).args(B * H, P)
-    note_kernel(f"ttt_linear_decode/fused{'+pdl' if pdl else ''}{'+pf' if lpp else ''}")
+    note_kernel(f"ttt_linear_decode/fused{'+pdl' if pdl else ''}")
     _linear_decode_kernel[(B * H,)](
         P, cqw, cqb, ckw, ckb, a.cos, a.sin, a.lr_bias, pos, conv_state if conv_state is not None else P,
         token_eta, ln_w, ln_b, *st, state.offset, z, a_out, cnt, pw, pb,
         H, N, W, mini_batch_size, lay.q, lay.k, lay.v, lay.lr, lay.g if lay.g is not None else 0, a.eta_scale, LN_EPS,
-        peps, *pf, D=D, K=K, KP=triton.next_power_of_2(K), SHARE_QK=lay.share_qk, PDL=pdl,
-        EPI=post_norm is not None, GATE=lay.g is not None, BW=triton.next_power_of_2(W), PF_LPP=lpp,
-        **opts, **launch_opts(pdl),
+        peps, D=D, K=K, KP=triton.next_power_of_2(K), SHARE_QK=lay.share_qk, PDL=pdl, EPI=post_norm is not None,
+        GATE=lay.g is not None, BW=triton.next_power_of_2(W), **opts, **launch_opts(pdl),
     )  # fmt: skip
     return z, a_out if post_norm is not None else None

@@ -14,7 +14,7 @@ import triton.language as tl
 
 from ttt.fused._jit import rms_rows, rnd
 from ttt.ops.common import note_kernel
-from ttt.ops.pdl import NextWeight, launch_opts, pdl_enter, pdl_on, prefetch_share
+from ttt.ops.pdl import launch_opts, pdl_enter, pdl_on
 
 
 def _row_tile(width: int) -> tuple[int, int, int]:
@@ -139,11 +139,8 @@ def preconv_rmsnorm(
 @triton.jit
 def _preconv_step_kernel(
     x_ptr, nw_ptr, cw_ptr, cb_ptr, sw_ptr, x1_ptr, h_ptr, st_ptr, W, eps_n, eps_s,
-    pf_ptr, pf_rows, pf_len, pf_lines,
-    K: tl.constexpr, KP: tl.constexpr, BW: tl.constexpr, PDL: tl.constexpr, PF_LPP: tl.constexpr,
+    K: tl.constexpr, KP: tl.constexpr, BW: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
-    if PF_LPP > 0:  # hints only, so before the PDL wait: they overlap the previous kernel's tail too
-        prefetch_share(pf_ptr, pf_rows, pf_len, pf_lines, tl.program_id(0), PF_LPP)
     pdl_enter(PDL)
     b = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BW)
@@ -178,11 +175,9 @@ def preconv_rmsnorm_step(
     conv_b: torch.Tensor,
     seq_w: torch.Tensor,
     seq_eps: float,
-    next_weight: NextWeight | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One token x (B, 1, W) against the conv window `state` (B, W, K), updated in place -> (x1, h), as
-    `PreConv.step` + residual + RMSNorm_seq. `next_weight`: warmed in L2 by the programs as they start
-    (`ttt.ops.pdl.NextWeight`). One launch, no host sync (CUDA-graph capturable)."""
+    `PreConv.step` + residual + RMSNorm_seq. One launch, no host sync (CUDA-graph capturable)."""
     x = x.contiguous()
     B, T, W = x.shape
     assert T == 1 and state.is_contiguous(), "one token per sequence and a contiguous (B, W, K) window"
@@ -190,10 +185,8 @@ def preconv_rmsnorm_step(
     x1, h = torch.empty_like(x), torch.empty_like(x)
     BW = triton.next_power_of_2(W)
     pdl = pdl_on(x)
-    pf, lpp = (next_weight or NextWeight(None, 0)).args(B, x)
     _preconv_step_kernel[(B,)](
-        x, norm_w, conv_w.contiguous(), conv_b, seq_w, x1, h, state, W, norm_eps, seq_eps, *pf,
-        K=K, KP=triton.next_power_of_2(K), BW=BW, PDL=pdl, num_warps=8 if BW >= 2048 else 4, PF_LPP=lpp,
-        **launch_opts(pdl),
+        x, norm_w, conv_w.contiguous(), conv_b, seq_w, x1, h, state, W, norm_eps, seq_eps,
+        K=K, KP=triton.next_power_of_2(K), BW=BW, PDL=pdl, num_warps=8 if BW >= 2048 else 4, **launch_opts(pdl),
     )  # fmt: skip
     return x1, h

@@ -24,8 +24,6 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
-from ttt.errors import UserError
-
 
 def pdl_on(t: torch.Tensor) -> bool:
     """Whether kernels launched on t's device take the PDL path."""
@@ -53,49 +51,3 @@ def pdl_enter(PDL: tl.constexpr):
     if PDL:
         gdc_wait()
         gdc_launch_dependents()
-
-
-@triton.jit
-def share_lines(rows, row_len, prefix_lines, pid, LPP: tl.constexpr):
-    """Element offsets of program `pid`'s share, LPP 128-byte lines, of the first `prefix_lines` lines of each of
-    the `rows` rows (`row_len` 16-bit elements) of a weight: one offset a line; lanes past the end name line 0."""
-    line = pid.to(tl.int64) * LPP + tl.arange(0, LPP)
-    r = line // prefix_lines
-    return tl.where(r < rows, r * row_len + (line % prefix_lines) * 64, 0)
-
-
-@triton.jit
-def prefetch_share(w_ptr, rows, row_len, prefix_lines, pid, LPP: tl.constexpr):
-    """L2 prefetch hints for `share_lines` of a weight that the next kernel streams (`NextWeight`)."""
-    prefetch_l2(w_ptr + share_lines(rows, row_len, prefix_lines, pid, LPP))
-
-
-class NextWeight:
-    """A weight that the kernel after this one streams, to be warmed in L2 by this one's programs (`prefetch_share`)
-    while this one is latency-bound and leaves DRAM bandwidth idle: the fused decode step ahead of o_proj, the
-    pre-conv step ahead of the in-proj GEMM. `frac` of each row's K extent, from its start (the GEMM's programs all
-    walk K in order, so the prefix is what they read first). Kernel arguments: `args(programs)`."""
-
-    def __init__(self, w: torch.Tensor | None, frac: float) -> None:
-        on = w is not None and w.is_cuda and w.is_contiguous() and w.element_size() == 2 and frac > 0
-        self.w = w if on else None
-        self.rows, self.row_len = (w.shape[0], w.shape[-1]) if on else (0, 0)
-        self.lines = max(1, round(min(frac, 1.0) * triton.cdiv(self.row_len, 64))) if on else 1
-
-    def args(self, programs: int, dummy: torch.Tensor) -> tuple[tuple, int]:
-        """(pointer (`dummy` when off), rows, row length, prefix lines), and the lines a program hints: the kernel's
-        PF_LPP constexpr, 0 when off."""
-        if self.w is None:
-            return (dummy, 0, 0, 1), 0
-        return (self.w, self.rows, self.row_len, self.lines), triton.next_power_of_2(
-            triton.cdiv(self.rows * self.lines, programs)
-        )
-
-    @staticmethod
-    def knob(name: str) -> float:
-        """TTT_PF_<name>: the fraction of the next weight to prefetch (A/B runs), 0 = off."""
-        v = os.environ.get(f"TTT_PF_{name}", "0")
-        try:
-            return float(v)
-        except ValueError:
-            raise UserError(f"TTT_PF_{name}={v!r}: expected a fraction in [0, 1]") from None
