@@ -93,8 +93,7 @@ def main() -> int:
     bf |= {"a_ptr": "*bf16", "cnt_ptr": "*i32", "pw_ptr": "*bf16", "pb_ptr": "*bf16"}
     _, opts = decode.fused_step_launch()
     for pdl, o in ((False, opts), (True, {"num_warps": 4})):  # the default launch, and session 11's
-        consts = {"D": 64, "K": 4, "KP": 4, "SHARE_QK": True, "PDL": pdl, "EPI": True, "GATE": True, "BW": 2048,
-                  "STATE_PF": pdl}  # fmt: skip
+        consts = {"D": 64, "K": 4, "KP": 4, "SHARE_QK": True, "PDL": pdl, "EPI": True, "GATE": True, "BW": 2048}
         kern = compile_fn(linear_step._linear_decode_kernel, consts, o | {"launch_pdl": pdl}, bf)
         report(f"fused linear decode step {o} pdl {pdl}", kern)
     return 0

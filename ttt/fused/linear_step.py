@@ -19,8 +19,6 @@ what the layer runs without this kernel; tests/ttt/test_ttt_fused.py compares th
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
@@ -39,12 +37,12 @@ def _linear_decode_kernel(
     te_ptr, lnw_ptr, lnb_ptr, W_ptr, b_ptr, Wacc_ptr, bacc_ptr, off_ptr, o_ptr, a_ptr, cnt_ptr, pw_ptr, pb_ptr,
     H, N, W, BS, q_off, k_off, v_off, lr_off, g_off, eta_scale, eps, post_eps,
     D: tl.constexpr, K: tl.constexpr, KP: tl.constexpr, SHARE_QK: tl.constexpr, PDL: tl.constexpr,
-    EPI: tl.constexpr, GATE: tl.constexpr, BW: tl.constexpr, STATE_PF: tl.constexpr,
+    EPI: tl.constexpr, GATE: tl.constexpr, BW: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     bi = (pid // H).to(tl.int64)
     hi = pid % H
-    step_state_prefetch(W_ptr, Wacc_ptr, pid, D, STATE_PF)
+    step_state_prefetch(W_ptr, Wacc_ptr, pid, D, PDL)
     pdl_enter(PDL)
     r = tl.arange(0, D)
     c = hi * D + r
@@ -117,14 +115,12 @@ def linear_decode_step(
         cnt = workspace(P.device, 0, B)[1]
     step_pdl, opts = fused_step_launch()
     pdl = pdl_on(P) and step_pdl
-    # TTT_STEP_STATE_PF=1: the state's L2 prefetch in the plain launch too (A/B runs), ahead of the prologue's loads
-    state_pf = pdl or (P.is_cuda and os.environ.get("TTT_STEP_STATE_PF") == "1")
     note_kernel(f"ttt_linear_decode/fused{'+pdl' if pdl else ''}")
     _linear_decode_kernel[(B * H,)](
         P, cqw, cqb, ckw, ckb, a.cos, a.sin, a.lr_bias, pos, conv_state if conv_state is not None else P,
         token_eta, ln_w, ln_b, *st, state.offset, z, a_out, cnt, pw, pb,
         H, N, W, mini_batch_size, lay.q, lay.k, lay.v, lay.lr, lay.g if lay.g is not None else 0, a.eta_scale, LN_EPS,
         peps, D=D, K=K, KP=triton.next_power_of_2(K), SHARE_QK=lay.share_qk, PDL=pdl, EPI=post_norm is not None,
-        GATE=lay.g is not None, BW=triton.next_power_of_2(W), STATE_PF=state_pf, **opts, **launch_opts(pdl),
+        GATE=lay.g is not None, BW=triton.next_power_of_2(W), **opts, **launch_opts(pdl),
     )  # fmt: skip
     return z, a_out if post_norm is not None else None

@@ -41,10 +41,10 @@ def fused_step_launch() -> tuple[bool, dict]:
 
 
 @triton.jit
-def step_state_prefetch(W_ptr, Wacc_ptr, pid, D: tl.constexpr, ON: tl.constexpr):
-    """L2 prefetches of this head's W and W_acc (the state is most of the step's bytes and no neighbour kernel
-    writes it): under PDL issued before the kernel waits on its predecessor."""
-    if ON:
+def step_state_prefetch(W_ptr, Wacc_ptr, pid, D: tl.constexpr, PDL: tl.constexpr):
+    """Under PDL, L2 prefetches of this head's W and W_acc (the state is most of the step's bytes and no neighbour
+    kernel writes it), issued before the kernel waits on its predecessor."""
+    if PDL:
         lines = pid.to(tl.int64) * D * D + tl.arange(0, D * D // 32) * 32
         prefetch_l2(W_ptr + lines)
         prefetch_l2(Wacc_ptr + lines)
