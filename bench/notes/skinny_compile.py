@@ -77,7 +77,7 @@ def main() -> int:
     c1, c2 = ffn_step.configs(5504, 2048)
     ks = triton.cdiv(triton.cdiv(5504, c2.split), c2.bk) * c2.bk
     for pdl in (False, True):
-        consts = dict(BM=16, BN=c1.bn, BK1=c1.bk, BK2=c2.bk, KS1=2048, KS2=ks, SPLIT=triton.cdiv(5504, ks), STAGES=c2.stages,
+        consts = dict(BM=16, BN=c1.bn, BK1=c1.bk, BK2=c2.bk, KS2=ks, SPLIT=triton.cdiv(5504, ks), STAGES=c2.stages,
                       RMS=True, GP=64, PREFETCH=False, LINES=32, NS=8, PDL=pdl, INTERP=False)  # fmt: skip
         ptrs = {n: "*bf16" for n in ("x_ptr", "wgu_ptr", "a_ptr", "wd_ptr", "o_ptr")} | {"sync_ptr": "*i32"}
         kern = compile_fn(ffn_step._ffn_step_kernel, consts, {"num_warps": c2.warps, "launch_pdl": pdl}, ptrs,

@@ -8,10 +8,15 @@ tickets, so they are already running and wait on nothing: no deadlock whatever t
 need for every program to be resident at once. The interpreter runs programs one after another in ticket order,
 so it never spins.
 
-What this buys over two launches: down's programs start streaming their weights while gate|up's last tiles still
-run, instead of after gate|up's tail has drained (every standalone launch sits 3-3.5 us above its bytes' time,
-bench/notes/session10.md). The tiles, split and K order are those of the two standalone launches, so the result
-has the same bits.
+The hope was that down's programs would stream their weights while gate|up's last tiles still run, instead of
+after gate|up's tail has drained (every standalone launch sits 3-3.5 us above its bytes' time,
+bench/notes/session10.md). Measured on the H200 (bench/notes/session13.md), it does not pay, so it is opt-in
+(TTT_FFN_STEP=1): 27.7 us a layer against 25.6 for the two launches, PDL off; 1.3B TTT-Linear decode 1.497 against
+1.441 ms a step. The likely reasons, not isolated: all 172 gate|up tiles run at once, so the K groups complete
+together at the end and down still starts from cold; and 428 programs at three an SM (gate|up's 60 KB of shared
+memory, 64-72 registers, offline sm_90a) leave a second wave of down tiles. An L2 prefetch of down's slice before
+the wait made it worse (39.6 us). The tiles, split and K order are those of the two standalone launches, so the
+result has the same bits: the tickets and per-group counters are tested scaffolding for a persistent layer kernel.
 
 Counters (int32, `skinny.workspace`): [0] tickets, [1] finished programs, [2, 2 + SPLIT) gate|up tiles done per
 K group, then one split-K fixup counter per down tile. The last program to finish zeroes the first three kinds;
@@ -35,7 +40,7 @@ from ttt.ops.pdl import launch_opts, pdl_enter, pdl_on
 @triton.jit
 def _ffn_step_kernel(
     x_ptr, wgu_ptr, a_ptr, wd_ptr, o_ptr, ws_ptr, sync_ptr, st_ptr, M, I, K, G, sxm, som, eps,
-    BM: tl.constexpr, BN: tl.constexpr, BK1: tl.constexpr, BK2: tl.constexpr, KS1: tl.constexpr, KS2: tl.constexpr,
+    BM: tl.constexpr, BN: tl.constexpr, BK1: tl.constexpr, BK2: tl.constexpr, KS2: tl.constexpr,
     SPLIT: tl.constexpr, STAGES: tl.constexpr, RMS: tl.constexpr, GP: tl.constexpr, PREFETCH: tl.constexpr,
     LINES: tl.constexpr, NS: tl.constexpr, PDL: tl.constexpr, INTERP: tl.constexpr,
 ):  # fmt: skip
@@ -53,10 +58,8 @@ def _ffn_step_kernel(
         rn = t * BN + tl.arange(0, BN)
         nm = rn < I
         wrow = wgu_ptr + rn.to(tl.int64)[:, None] * K
-        # K bounded through the constexpr KS1 >= K, as in the standalone kernel: with the runtime K alone the sm_90a
-        # build took 208 registers instead of 128 (offline, bench/notes/skinny_compile.py), two programs an SM.
-        acc, acc_u = k_loop(x_ptr, sxm, rm, mm, wrow, I * K, nm, tl.arange(0, BK1), 0, tl.minimum(KS1, K), acc, acc_u,
-                            BK1, 2, STAGES, False, INTERP)  # fmt: skip
+        acc, acc_u = k_loop(x_ptr, sxm, rm, mm, wrow, I * K, nm, tl.arange(0, BK1), 0, K, acc, acc_u, BK1, 2,
+                            STAGES, False, INTERP)  # fmt: skip
         rstd = row_rstd(st_ptr, rm, mm, G, K, GP, eps) if RMS else tl.zeros([BM], dtype=tl.float32)
         om = mm[:, None] & nm[None, :]
         tile_epilogue(acc, acc_u, a_ptr, a_ptr, rstd, rm, rn, om, M, I, t, T1, 2, False, RMS)
@@ -162,7 +165,7 @@ def ffn_step(
     _ffn_step_kernel[(tiles1 + tiles2 * split,)](
         x, w_gu, a, w_down, out, ws, sync, st if st is not None else x, M, inter, K, G, x.stride(0), out.stride(0),
         rms.eps if rms is not None else 0.0,
-        BM=skinny.MAX_ROWS, BN=c1.bn, BK1=c1.bk, BK2=c2.bk, KS1=triton.cdiv(K, c1.bk) * c1.bk, KS2=ks, SPLIT=split,
+        BM=skinny.MAX_ROWS, BN=c1.bn, BK1=c1.bk, BK2=c2.bk, KS2=ks, SPLIT=split,
         STAGES=c2.stages, RMS=st is not None, GP=triton.next_power_of_2(G), PREFETCH=prefetch,
         LINES=triton.next_power_of_2(triton.cdiv(ks, 64)), NS=triton.next_power_of_2(2 + split), PDL=pdl,
         INTERP=not x.is_cuda, num_warps=c2.warps, **launch_opts(pdl),
