@@ -149,15 +149,9 @@ def test_linear_dispatch_and_fallbacks(monkeypatch) -> None:
         skinny.skinny_gemm(x, w, epi=skinny.EPI_RESIDUAL)
 
 
-@pytest.mark.parametrize("row_stats,ffn", [("1", "1"), ("0", "1"), ("1", "0")])
-def test_fused_decode_takes_the_skinny_kernels(monkeypatch, row_stats: str, ffn: str) -> None:
-    """A bf16 model's fused decode step runs every GEMM of its blocks through the kernel, and its logits match the
-    same step with cuBLAS GEMMs (TTT_SKINNY=0) from the same cache. By default (row statistics from the producers)
-    the post-norm + gate and the ffn RMSNorm are applied by the GEMMs after them, so neither launches; with
-    TTT_ROW_STATS=0 both do, once a block. SwiGLU's two GEMMs are two launches, or one with TTT_FFN_STEP=1
-    (`ttt.fused.ffn_step`)."""
-    monkeypatch.setenv("TTT_ROW_STATS", row_stats)
-    monkeypatch.setenv("TTT_FFN_STEP", ffn)
+def decode_twice(monkeypatch, env_b: dict[str, str]) -> tuple[int, torch.Tensor, dict, torch.Tensor, dict]:
+    """A tiny bf16 TTT-Linear model's fused decode step from a prefilled cache under the current environment, then
+    again from the same cache with `env_b` set -> (layers, logits a, launches a, logits b, launches b)."""
     import functools
 
     from ttt_helpers import ids, tiny_model
@@ -177,18 +171,33 @@ def test_fused_decode_takes_the_skinny_kernels(monkeypatch, row_stats: str, ffn:
         snap = snapshot_cache(cache)
         KERNEL_LAUNCHES.clear()
         got = model.decode_step(x[:, 19:], cache)
-        # in-proj, o_proj, then gate|up + SiLU and down: in one launch, or two
-        one_grid = sum(n for name, n in KERNEL_LAUNCHES.items() if name.startswith("decode_ffn/one_grid"))
-        assert skinny_launches() == (2 if ffn == "1" else 4) * len(model.layers), dict(KERNEL_LAUNCHES)
-        assert one_grid == (len(model.layers) if ffn == "1" else 0), dict(KERNEL_LAUNCHES)
-        norms = KERNEL_LAUNCHES["fused/epilogue"] + KERNEL_LAUNCHES["fused/rmsnorm"]
-        # plus the final norm before the lm_head, one launch a step
-        assert norms == (0 if row_stats == "1" else 2 * len(model.layers)) + 1, dict(KERNEL_LAUNCHES)
+        launches = dict(KERNEL_LAUNCHES)
         restore_cache(cache, snap)
-        monkeypatch.setenv("TTT_SKINNY", "0")
+        for k, v in env_b.items():
+            monkeypatch.setenv(k, v)
         KERNEL_LAUNCHES.clear()
         ref = model.decode_step(x[:, 19:], cache)
-        assert not any(name.startswith("decode_ffn/") for name in KERNEL_LAUNCHES)
+    return len(model.layers), got, launches, ref, dict(KERNEL_LAUNCHES)
+
+
+@pytest.mark.parametrize("row_stats,ffn", [("1", "1"), ("0", "1"), ("1", "0")])
+def test_fused_decode_takes_the_skinny_kernels(monkeypatch, row_stats: str, ffn: str) -> None:
+    """A bf16 model's fused decode step runs every GEMM of its blocks through the kernel, and its logits match the
+    same step with cuBLAS GEMMs (TTT_SKINNY=0) from the same cache. By default (row statistics from the producers)
+    the post-norm + gate and the ffn RMSNorm are applied by the GEMMs after them, so neither launches; with
+    TTT_ROW_STATS=0 both do, once a block. SwiGLU's two GEMMs are two launches, or one with TTT_FFN_STEP=1
+    (`ttt.fused.ffn_step`)."""
+    monkeypatch.setenv("TTT_ROW_STATS", row_stats)
+    monkeypatch.setenv("TTT_FFN_STEP", ffn)
+    layers, got, la, ref, lb = decode_twice(monkeypatch, {"TTT_SKINNY": "0"})
+    # in-proj, o_proj, then gate|up + SiLU and down: in one launch, or two
+    skinny = sum(n for name, n in la.items() if name.startswith("decode_gemm/skinny"))
+    one_grid = sum(n for name, n in la.items() if name.startswith("decode_ffn/one_grid"))
+    assert skinny == (2 if ffn == "1" else 4) * layers, la
+    assert one_grid == (layers if ffn == "1" else 0), la
+    norms = la.get("fused/epilogue", 0) + la.get("fused/rmsnorm", 0)
+    assert norms == (0 if row_stats == "1" else 2 * layers) + 1, la  # + the final norm before the lm_head
+    assert not any(name.startswith(("decode_ffn/", "decode_gemm/skinny")) for name in lb), lb
     assert rel(got, ref) < 2e-2, rel(got, ref)
 
 
@@ -196,31 +205,8 @@ def test_fused_decode_head_matches_the_modules(monkeypatch) -> None:
     """On the fused path decode_step gathers the embedding rows and runs the final RMSNorm as one kernel; the
     logits match the nn.Embedding + RMSNorm-module step (TTT_DECODE_HEAD=0) from the same cache to bf16 noise (the
     only difference: the norm's roundings), and the kernel is what ran."""
-    import functools
-
-    from ttt_helpers import ids, tiny_model
-
-    from ttt.generation import restore_cache, snapshot_cache
-    from ttt.ops import ttt_linear as ops
-
-    if not ON_GPU:
-        fn = functools.partial(ops.IMPLS["triton"], precision="ieee", one_pass_ln=False)
-        monkeypatch.setitem(ops.IMPLS, "triton", fn)
-    model = tiny_model("linear", "mamba").to(DEV, BF)
-    model.impl = "triton"
-    x = ids(2, 20).to(DEV)
-    with torch.no_grad():
-        cache = model.allocate_cache(2, 24)
-        model.prefill(x[:, :19], cache)
-        snap = snapshot_cache(cache)
-        KERNEL_LAUNCHES.clear()
-        got = model.decode_step(x[:, 19:], cache)
-        fused_norms = KERNEL_LAUNCHES["fused/rmsnorm"]
-        restore_cache(cache, snap)
-        monkeypatch.setenv("TTT_DECODE_HEAD", "0")
-        KERNEL_LAUNCHES.clear()
-        ref = model.decode_step(x[:, 19:], cache)
-    assert fused_norms == KERNEL_LAUNCHES["fused/rmsnorm"] + 1
+    _, got, la, ref, lb = decode_twice(monkeypatch, {"TTT_DECODE_HEAD": "0"})
+    assert la.get("fused/rmsnorm", 0) == lb.get("fused/rmsnorm", 0) + 1
     assert rel(got, ref) < 1e-2, rel(got, ref)
 
 
