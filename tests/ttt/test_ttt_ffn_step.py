@@ -55,7 +55,8 @@ def counters_zero() -> bool:
 
 
 # (M, K, I) and (gate|up, down) tiles: down unsplit; split 2 with a ragged last K group (I = 200: 128 + 72, the
-# last gate|up tile ragged too); split 3 at bn 16 over 5 groups' worth of tiles; K not a multiple of the tile.
+# last gate|up tile ragged too); split 3 at bn 16, three K groups of three gate|up tiles; K not a multiple of the
+# tile.
 CASES = [
     ((16, 64, 96), (Cfg(bn=32, bk=64), Cfg(bn=32, bk=128))),
     ((7, 96, 200), (Cfg(bn=32, bk=64), Cfg(bn=32, bk=64, split=3))),

@@ -109,7 +109,7 @@ def _dot_t(x, w, acc, INTERP: tl.constexpr):
 
 @triton.jit
 def tile_epilogue(acc, acc_u, o_ptr, ss_ptr, rstd, rm, rn, om, M, som, pid_n, tiles, EPI: tl.constexpr,
-              SUMSQ: tl.constexpr, RMS: tl.constexpr):  # fmt: skip
+                  SUMSQ: tl.constexpr, RMS: tl.constexpr):  # fmt: skip
     optr = o_ptr + rm[:, None] * som + rn[None, :]
     if RMS:
         acc = acc * rstd[:, None]
