@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Session 13, device run 2: the one grid (ttt/fused/ffn_step.py) at 128 registers (run 1: 208, two programs an SM). GPU tests of the one grid and
-# of the skinny kernels, then the 1.3B decode A/B: two launches and one grid, with PDL and without (per-kernel
-# times in the profiles).
+# Session 13, device run 2: the one grid (ttt/fused/ffn_step.py) with a constexpr K bound: 128 registers offline
+# against 208, both counts an artefact of the offline compile without divisibility (session13.md). GPU tests of
+# the one grid and of the skinny kernels, then the 1.3B decode A/B: two launches and one grid, with PDL and without
+# (per-kernel times in the profiles).
 # Usage: bash bench/notes/session13_run2_gpu.sh OUTDIR
 set -uo pipefail
 OUTDIR=$1; mkdir -p "$OUTDIR"; start=$(date +%s)
