@@ -151,10 +151,7 @@ def ffn_step(
     split = triton.cdiv(inter, ks)
     if c1.split != 1 or c1.bn != c2.bn or ks % c1.bn:
         raise ValueError(f"ffn_step tiles: gate|up {c1} and down {c2} do not chain (one bn, gate|up unsplit)")
-    st = rms.stats if rms is not None else None
-    if st is not None and (st.dtype != torch.float32 or not st.is_contiguous() or st.dim() != 2 or st.shape[0] != M):
-        raise ValueError(f"FoldedRMSNorm needs contiguous fp32 (M, G) stats with M = {M}, got "
-                         f"{(tuple(st.shape), st.dtype)}")  # fmt: skip
+    st = skinny.rms_stats(rms, M)
     pdl = pdl_on(x) if pdl is None else pdl
     tiles1, tiles2 = triton.cdiv(inter, c1.bn), triton.cdiv(K, c2.bn)
     ws, sync = skinny.workspace(x.device, split * skinny.MAX_ROWS * K, 2 + split + tiles2)

@@ -271,6 +271,15 @@ class FoldedRMSNorm:
         return torch.rsqrt(self.stats.sum(-1) / k + self.eps)
 
 
+def rms_stats(rms: FoldedRMSNorm | None, M: int) -> torch.Tensor | None:
+    """rms.stats (None without a norm), checked to be what the kernels index: contiguous fp32 (M, G)."""
+    st = rms.stats if rms is not None else None
+    if st is not None and (st.dtype != torch.float32 or not st.is_contiguous() or st.dim() != 2 or st.shape[0] != M):
+        raise ValueError(f"FoldedRMSNorm needs contiguous fp32 (M, G) stats with M = {M}, got "
+                         f"{(tuple(st.shape), st.dtype)}")  # fmt: skip
+    return st
+
+
 def fold_rms_weight(w: torch.Tensor, norm_weight: torch.Tensor) -> torch.Tensor:
     """W diag(norm_weight), rounded once to w's dtype: the GEMM weight a FoldedRMSNorm needs."""
     return (w.float() * norm_weight.float()[None, :]).to(w.dtype)
@@ -323,10 +332,7 @@ def skinny_gemm(
     if sumsq is not None and (epi != EPI_RESIDUAL or sumsq.shape != (M, tiles) or sumsq.dtype != torch.float32):
         raise ValueError(f"skinny_gemm sumsq must be fp32 (M, tiles) = {(M, tiles)} with EPI_RESIDUAL, got "
                          f"{tuple(sumsq.shape)} {sumsq.dtype} with epi {epi}")  # fmt: skip
-    st = rms.stats if rms is not None else None
-    if st is not None and (st.dtype != torch.float32 or not st.is_contiguous() or st.dim() != 2 or st.shape[0] != M):
-        raise ValueError(f"FoldedRMSNorm needs contiguous fp32 (M, G) stats with M = {M}, got "
-                         f"{(tuple(st.shape), st.dtype)}")  # fmt: skip
+    st = rms_stats(rms, M)
     pdl = pdl_on(x) if pdl is None else pdl
     preload = pdl and static_weights and experimental("PRELOAD")
     prefetch = cfg.prefetch and x.is_cuda
