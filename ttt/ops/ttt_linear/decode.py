@@ -29,8 +29,9 @@ def fused_step_launch() -> tuple[bool, dict]:
     (bench/notes/session12.md, 1.3B TTT-Linear at B = 16): a 128-register cap, so that the 16 x 32 head programs
     fit in one wave (four an SM; uncapped 146 registers, three an SM; no spills capped; offline sm_90a with the
     launcher's specialisation, session 13), and a plain launch, because under PDL the capped kernel made the whole
-    decode step 0.1 ms slower. TTT_STEP_MAXNREG (0: no cap), TTT_STEP_WARPS and TTT_STEP_PDL=1 (PDL with the state's L2 prefetch, session 11's launch) are for A/B runs. PDL with the
-    dependents triggered at the end and no prefetch measured between the two (session 12, run 7) and was dropped."""
+    decode step 0.1 ms slower. TTT_STEP_MAXNREG (0: no cap), TTT_STEP_WARPS and TTT_STEP_PDL=1 (PDL with the
+    state's L2 prefetch, session 11's launch) are for A/B runs. PDL with the dependents triggered at the end and no
+    prefetch measured between the two (session 12, run 7) and was dropped."""
     opts = {"num_warps": int(os.environ.get("TTT_STEP_WARPS", "4"))}
     if cap := int(os.environ.get("TTT_STEP_MAXNREG", "128")):
         opts["maxnreg"] = cap
